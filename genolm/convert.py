@@ -280,6 +280,9 @@ def esm_to_genolm(src: str | Path, dst: str | Path, verify: bool = True) -> Geno
         new_key = esm_key_to_genolm(key)
         if new_key is not None:
             state[new_key] = tensor
+    if config.position_embedding_type == "rotary":
+        # NT-v2 checkpoints carry an absolute position table (2050 x hidden) that rotary models never read.
+        state = {k: v for k, v in state.items() if not k.endswith("embeddings.position_embeddings.weight")}
     if model_class is GenoLMModel:
         state = {k.removeprefix("genolm."): v for k, v in state.items()}
     model = model_class(config)

@@ -165,6 +165,7 @@ def test_nt_v2_hub_layout_converts(tmp_path, shared_data):
     hub = tmp_path / "hub"
     hub.mkdir()
     state = {genolm_key_to_esm(k): v.clone() for k, v in model.state_dict().items()}
+    state["esm.embeddings.position_embeddings.weight"] = torch.randn(2050, 32)  # present, unused, in NT-v2 files
     assert "esm.encoder.layer.0.intermediate.dense.weight" in state
     assert state["esm.encoder.layer.0.intermediate.dense.weight"].shape == (96, 32)
     save_file(state, hub / "model.safetensors", metadata={"format": "pt"})
