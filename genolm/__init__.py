@@ -11,6 +11,7 @@ from transformers import (
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
+    AutoTokenizer,
 )
 
 from .configuration_genolm import PRESETS, GenoLMConfig
@@ -30,6 +31,9 @@ AutoModel.register(GenoLMConfig, GenoLMModel, exist_ok=True)
 AutoModelForMaskedLM.register(GenoLMConfig, GenoLMForMaskedLM, exist_ok=True)
 AutoModelForSequenceClassification.register(GenoLMConfig, GenoLMForSequenceClassification, exist_ok=True)
 AutoModelForTokenClassification.register(GenoLMConfig, GenoLMForTokenClassification, exist_ok=True)
+# Resolves "tokenizer_class": "GenoLMTokenizer" in saved folders. Without genolm, AutoTokenizer falls back to
+# PreTrainedTokenizerFast on the same tokenizer.json, with identical ids.
+AutoTokenizer.register(GenoLMConfig, tokenizer_class=GenoLMTokenizer, exist_ok=True)
 
 __all__ = [
     "PRESETS",

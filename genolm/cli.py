@@ -14,7 +14,9 @@ from collections.abc import Sequence
 # Subsystems that add subcommands: (module, function taking the subparsers object).
 SUBCOMMANDS: list[tuple[str, str]] = [
     ("genolm.commands", "add_core_parsers"),
+    ("genolm.data.cli", "add_data_parser"),
     ("genolm.downstream_cli", "add_downstream_parsers"),
+    ("genolm.inference.cli", "add_inference_parsers"),
 ]
 
 
