@@ -1,0 +1,259 @@
+"""Sequence embeddings from a genolm encoder (``genolm embed``).
+
+Each record is tokenized whole (the NT k-mer rule, :meth:`GenoLMTokenizer.encode_genome`) and cut into
+non-overlapping windows of at most ``max_tokens - 1`` tokens, each of which gets its own ``<cls>``. Windows
+of all records are batched together (longest first, to limit padding), and the token states of one layer
+are pooled per record:
+
+- ``"mean"``: the mean over every token of the record (``<cls>`` and padding excluded), which is exact
+  across windows: window sums are added, then divided by the record's token count;
+- ``"cls"``: the mean of the windows' ``<cls>`` states;
+- ``"none"``: no pooling, the states of every token of the record in order, shape (tokens, hidden)
+  (``<cls>`` excluded).
+
+``layer`` indexes ``(embedding output, layer 1, ..., layer L)``, where layer L is taken after the final
+LayerNorm, i.e. it is ``last_hidden_state`` (transformers' ESM reports its hidden states the same way):
+``-1`` (default) is the model's output, ``0`` the token embeddings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .configuration_genolm import GenoLMConfig
+from .modeling_genolm import GenoLMModel
+from .tokenization_genolm import GenoLMTokenizer
+
+logger = logging.getLogger(__name__)
+
+POOLING = ("mean", "cls", "none")
+OUTPUT_SUFFIXES = (".parquet", ".npy", ".npz")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_encoder(
+    checkpoint: str | Path, device: str | torch.device | None = None, dtype: str | torch.dtype = "float32"
+) -> tuple[GenoLMModel, GenoLMTokenizer]:
+    """Load the bare encoder and tokenizer of a checkpoint (any head is dropped).
+
+    ``checkpoint`` is a genolm folder, a Hub id (downloaded), or a transformers ESM-format checkpoint such as
+    the published NT / AgroNT weights (converted to genolm in a temporary folder, logits checked).
+    """
+    import tempfile
+
+    import genolm
+    from genolm.finetune.modeling import resolve_checkpoint
+
+    torch_dtype = _DTYPES[dtype] if isinstance(dtype, str) else dtype
+    with tempfile.TemporaryDirectory(prefix="genolm-embed-") as work:
+        path = resolve_checkpoint(str(checkpoint), work)
+        if path is None:
+            raise ValueError(f"{checkpoint}: embeddings need trained weights, not a preset")
+        config = GenoLMConfig.from_pretrained(path)
+        # Load the saved architecture (no "unexpected head weights" report) and keep its encoder.
+        architecture = (config.architectures or ["GenoLMModel"])[0]
+        model_class = getattr(genolm, architecture, GenoLMModel)
+        model = model_class.from_pretrained(path, dtype=torch_dtype).base_model
+        tokenizer = GenoLMTokenizer.from_pretrained(path)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval(), tokenizer
+
+
+def _layer_states(model: GenoLMModel, batch: dict[str, torch.Tensor], layer: int) -> torch.Tensor:
+    """Token states (batch, tokens, hidden) of ``layer`` (see the module docstring)."""
+    n_layers = model.config.num_hidden_layers
+    if not -(n_layers + 1) <= layer <= n_layers:
+        raise ValueError(
+            f"layer {layer} is out of range for a {n_layers}-layer model (use -{n_layers + 1}..{n_layers})"
+        )
+    want_all = layer not in (-1, n_layers)
+    output = model(**batch, output_hidden_states=want_all)
+    if not want_all:
+        return output.last_hidden_state
+    states = list(output.hidden_states[:-1]) + [output.last_hidden_state]
+    return states[layer]
+
+
+@torch.no_grad()
+def embed(
+    model: GenoLMModel,
+    tokenizer: GenoLMTokenizer,
+    records: Mapping[str, str] | Iterable[tuple[str, str]],
+    *,
+    pool: str = "mean",
+    layer: int = -1,
+    batch_size: int = 8,
+    max_tokens: int | None = None,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Embed sequences; returns ``{record id: array}`` in input order.
+
+    Args:
+        model: a :class:`GenoLMModel` (use :func:`load_encoder`), in eval mode.
+        tokenizer: its tokenizer.
+        records: ``{id: sequence}`` or ``(id, sequence)`` pairs.
+        pool: ``"mean"``, ``"cls"`` or ``"none"``.
+        layer: which hidden state (see the module docstring).
+        batch_size: windows per forward pass.
+        max_tokens: tokens per window, ``<cls>`` included (default: the model's context, ``config.max_tokens``).
+        progress: show a progress bar.
+
+    Returns:
+        float32 arrays of shape (hidden,) for ``"mean"`` and ``"cls"``, (tokens, hidden) for ``"none"``.
+    """
+    if pool not in POOLING:
+        raise ValueError(f"pool must be one of {POOLING}, got {pool!r}")
+    config: GenoLMConfig = model.config
+    max_tokens = max_tokens or config.max_tokens
+    if not 2 <= max_tokens <= config.max_tokens:
+        raise ValueError(
+            f"max_tokens must be between 2 and the model's context ({config.max_tokens}), got {max_tokens}"
+        )
+    items = records.items() if isinstance(records, Mapping) else records
+    # windows: (record index, window index, token ids without <cls>)
+    ids: list[str] = []
+    seen: set[str] = set()
+    windows: list[tuple[int, int, np.ndarray]] = []
+    n_windows: list[int] = []
+    for index, (record_id, sequence) in enumerate(items):
+        if record_id in seen:
+            raise ValueError(f"duplicate record id {record_id!r}")
+        seen.add(record_id)
+        tokens = tokenizer.encode_genome(sequence)
+        if tokens.size == 0:
+            raise ValueError(f"record {record_id!r} is empty")
+        ids.append(record_id)
+        chunks = range(0, tokens.size, max_tokens - 1)
+        n_windows.append(len(chunks))
+        windows += [(index, w, tokens[start : start + max_tokens - 1]) for w, start in enumerate(chunks)]
+    order = sorted(range(len(windows)), key=lambda i: -windows[i][2].size)
+    hidden = config.hidden_size
+    sums = np.zeros((len(ids), hidden), dtype=np.float64)
+    counts = np.zeros(len(ids), dtype=np.int64)
+    pieces: dict[int, dict[int, np.ndarray]] = {i: {} for i in range(len(ids))}
+    device = next(model.parameters()).device
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch_index in tqdm(batches, desc="embed", unit="batch", disable=not progress):
+        longest = windows[batch_index[0]][2].size + 1
+        input_ids = np.full((len(batch_index), longest), tokenizer.pad_token_id, dtype=np.int64)
+        attention = np.zeros((len(batch_index), longest), dtype=np.int64)
+        for row, i in enumerate(batch_index):
+            chunk = windows[i][2]
+            input_ids[row, 0] = tokenizer.cls_token_id
+            input_ids[row, 1 : chunk.size + 1] = chunk
+            attention[row, : chunk.size + 1] = 1
+        batch = {
+            "input_ids": torch.from_numpy(input_ids).to(device),
+            "attention_mask": torch.from_numpy(attention).to(device),
+        }
+        states = _layer_states(model, batch, layer).float().cpu().numpy()  # host sync, once per batch
+        for row, i in enumerate(batch_index):
+            record, w, chunk = windows[i]
+            if pool == "cls":
+                sums[record] += states[row, 0]
+                counts[record] += 1
+            elif pool == "mean":
+                sums[record] += states[row, 1 : chunk.size + 1].sum(0)
+                counts[record] += chunk.size
+            else:
+                pieces[record][w] = states[row, 1 : chunk.size + 1]
+    if pool == "none":
+        return {
+            record_id: np.concatenate([pieces[i][w] for w in range(n_windows[i])]).astype(np.float32)
+            for i, record_id in enumerate(ids)
+        }
+    pooled = (sums / counts[:, None]).astype(np.float32)
+    return {record_id: pooled[i] for i, record_id in enumerate(ids)}
+
+
+def write_embeddings(
+    embeddings: Mapping[str, np.ndarray], out: str | Path, lengths: Mapping[str, int] | None = None
+):
+    """Write ``{id: array}`` to ``.parquet``, ``.npy`` or ``.npz`` (by the suffix of ``out``).
+
+    - ``.parquet``: one row per record: ``id``, ``length`` (bp, when ``lengths`` is given), ``embedding``
+      (list of float32; for unpooled embeddings a list of per-token lists).
+    - ``.npy``: a (records, hidden) float32 matrix, pooled embeddings only; the record ids, one per line in
+      row order, go to ``<out without .npy>.ids.txt``.
+    - ``.npz``: one array per record id (``numpy.load(out)[record_id]``); works for every pooling.
+    """
+    out = Path(out)
+    if out.suffix not in OUTPUT_SUFFIXES:
+        raise ValueError(f"{out}: unsupported output format; use one of {', '.join(OUTPUT_SUFFIXES)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ids = list(embeddings)
+    if out.suffix == ".npz":
+        np.savez(out, **embeddings)
+    elif out.suffix == ".npy":
+        if any(embeddings[i].ndim != 1 for i in ids):
+            raise ValueError(
+                f"{out}: .npy holds pooled embeddings only; use .npz or .parquet with pool='none'"
+            )
+        np.save(out, np.stack([embeddings[i] for i in ids]) if ids else np.zeros((0, 0), np.float32))
+        out.with_suffix(".ids.txt").write_text("".join(f"{i}\n" for i in ids))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        columns = {"id": pa.array(ids, type=pa.string())}
+        if lengths is not None:
+            columns["length"] = pa.array([int(lengths[i]) for i in ids], type=pa.int64())
+        pooled = not ids or embeddings[ids[0]].ndim == 1
+        value_type = pa.list_(pa.float32()) if pooled else pa.list_(pa.list_(pa.float32()))
+        columns["embedding"] = pa.array([embeddings[i].tolist() for i in ids], type=value_type)
+        pq.write_table(pa.table(columns), out)
+
+
+def embed_fasta(
+    checkpoint: str | Path,
+    fasta: str | Path,
+    out: str | Path | None = None,
+    *,
+    pool: str = "mean",
+    layer: int = -1,
+    batch_size: int = 8,
+    max_tokens: int | None = None,
+    device: str | None = None,
+    dtype: str = "float32",
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Embed every record of a FASTA file with a checkpoint and optionally write them (see :func:`embed`,
+    :func:`write_embeddings`). Returns ``{record id: array}``."""
+    from .data.tasks import read_genome
+
+    if out is not None and Path(out).suffix not in OUTPUT_SUFFIXES:
+        raise ValueError(f"{out}: unsupported output format; use one of {', '.join(OUTPUT_SUFFIXES)}")
+    records = dict(_read_records(fasta, read_genome))
+    model, tokenizer = load_encoder(checkpoint, device=device, dtype=dtype)
+    embeddings = embed(
+        model,
+        tokenizer,
+        records,
+        pool=pool,
+        layer=layer,
+        batch_size=batch_size,
+        max_tokens=max_tokens,
+        progress=progress,
+    )
+    if out is not None:
+        write_embeddings(embeddings, out, lengths={k: len(v) for k, v in records.items()})
+        logger.info("wrote %d embeddings to %s", len(embeddings), out)
+    return embeddings
+
+
+def _read_records(fasta, read_genome):
+    seen = set()
+    for record_id, sequence in read_genome(fasta):
+        if record_id in seen:
+            raise ValueError(f"{fasta}: duplicate record id {record_id!r}")
+        seen.add(record_id)
+        yield record_id, sequence
+
+
+__all__ = ["POOLING", "embed", "embed_fasta", "load_encoder", "write_embeddings"]
