@@ -1,0 +1,247 @@
+"""Shared pieces of genolm's inference commands: loading a checkpoint, batching windows, masked-marginal
+log-probabilities, embeddings, and k-mer id arithmetic.
+
+**Masked-marginal score.** For a substitution at base ``p``: take the grid window centred on the token that
+holds ``p`` (see :mod:`genolm.inference.genome`), replace that token by ``<mask>``, and read the model's
+log-probabilities at the masked position. The score is ``log P(alt token) - log P(ref token)``, where the ref
+token is the window's token and the alt token is the same k-mer with the base at ``p`` substituted. Because
+the masked input does not depend on which base sits inside the masked token, one forward pass gives the score
+of all ``3 k`` substitutions of a k-mer token. A single-nucleotide token (the last ``len % k`` bases of a run
+of A/C/G/T, before an ``N`` or at a sequence end) is scored with the single-nucleotide tokens A/C/G/T; an SNV
+between A/C/G/T never changes where ``N`` s are, so the tokenisation of the mutated window is the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "BASE_DIGITS",
+    "KmerTable",
+    "encode_windows",
+    "load_model",
+    "masked_log_probs",
+    "mean_embeddings",
+    "resolve_device",
+    "resolve_dtype",
+]
+
+logger = logging.getLogger("genolm.inference")
+
+# Base -> digit of the k-mer index in the tokenizer's itertools.product("ATCG") order.
+BASE_DIGITS = {"A": 0, "T": 1, "C": 2, "G": 3}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None`` or ``"auto"``: the first CUDA device if there is one, else the CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``None``/``"auto"`` -> float32 (scores reproducible to ~1e-6); else one of ``float32``, ``bfloat16``,
+    ``float16`` (half precision only makes sense on an accelerator)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None or dtype == "auto":
+        return torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: expected one of auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def load_model(
+    model: str | os.PathLike | torch.nn.Module,
+    tokenizer=None,
+    task: str = "masked-lm",
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+):
+    """Load a checkpoint folder (or take a loaded model) for inference, with its tokenizer.
+
+    Args:
+        model: checkpoint folder, or an already built model (moved to ``device`` only if ``device`` is given).
+        tokenizer: a ``GenoLMTokenizer``; by default the one saved with the checkpoint, or else the one that
+            ``config.vocab_layout`` and ``config.k`` describe.
+        task: ``"masked-lm"`` (``AutoModelForMaskedLM``) or ``"token-classification"``.
+        device: ``"auto"`` (default), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
+        dtype: ``"auto"`` (float32), ``"float32"``, ``"bfloat16"``, ``"float16"``.
+
+    Returns:
+        ``(model, tokenizer)`` with the model in eval mode.
+    """
+    import genolm  # noqa: F401  (registers the genolm classes with the Auto factories)
+    from genolm import GenoLMTokenizer
+
+    if isinstance(model, torch.nn.Module):
+        if device is not None:
+            model = model.to(resolve_device(device))
+        if dtype is not None:
+            model = model.to(resolve_dtype(dtype, next(model.parameters()).device))
+        source = None
+    else:
+        from transformers import AutoModelForMaskedLM, AutoModelForTokenClassification
+
+        auto = {"masked-lm": AutoModelForMaskedLM, "token-classification": AutoModelForTokenClassification}[
+            task
+        ]
+        source = os.fspath(model)
+        if not os.path.isdir(source):
+            raise FileNotFoundError(f"{source}: checkpoint folder not found")
+        _check_architecture(source, task)
+        target = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, target)
+        model = auto.from_pretrained(source, dtype=torch_dtype).to(target)
+        logger.info("loaded %s from %s on %s in %s", type(model).__name__, source, target, torch_dtype)
+    model.eval()
+    if tokenizer is None:
+        config = model.config
+        if source is not None and os.path.exists(os.path.join(source, "tokenizer_config.json")):
+            tokenizer = GenoLMTokenizer.from_pretrained(source)
+        else:
+            tokenizer = GenoLMTokenizer(
+                vocab_layout=getattr(config, "vocab_layout", "nt-v1"), k=getattr(config, "k", 6)
+            )
+    k_model = getattr(model.config, "k", tokenizer.k)
+    if k_model != tokenizer.k:
+        raise ValueError(f"the model was trained on {k_model}-mers but the tokenizer cuts {tokenizer.k}-mers")
+    return model, tokenizer
+
+
+def _check_architecture(source: str, task: str) -> None:
+    """Refuse a checkpoint saved with another head: transformers would attach a random one without failing."""
+    import json
+
+    config_file = os.path.join(source, "config.json")
+    if not os.path.exists(config_file):
+        raise FileNotFoundError(f"{source}: no config.json (is this a Hugging Face checkpoint folder?)")
+    with open(config_file) as handle:
+        architectures = json.load(handle).get("architectures") or []
+    wanted = {"masked-lm": "ForMaskedLM", "token-classification": "ForTokenClassification"}[task]
+    if architectures and not any(name.endswith(wanted) for name in architectures):
+        raise ValueError(
+            f"{source} holds a {', '.join(architectures)} checkpoint; this command needs a *{wanted} model"
+        )
+
+
+def max_window_tokens(model) -> int:
+    """The most sequence tokens (``<cls>`` excluded) the model's position scheme takes."""
+    config = model.config
+    if hasattr(config, "max_tokens"):
+        return int(config.max_tokens) - 1
+    return (
+        int(getattr(config, "max_position_embeddings", 1026))
+        - int(getattr(config, "pad_token_id", 1) or 0)
+        - 2
+    )
+
+
+class KmerTable:
+    """Token-id arithmetic of a k-mer tokenizer: token lengths, k-mer ids of substituted k-mers.
+
+    Args:
+        tokenizer: a ``GenoLMTokenizer`` (``kmer_ids``, ``nucleotide_ids``, ``k``).
+    """
+
+    def __init__(self, tokenizer):
+        self.k = int(tokenizer.k)
+        self.kmer_ids = np.asarray(tokenizer.kmer_ids, dtype=np.int64)
+        size = max(len(tokenizer), int(self.kmer_ids.max()) + 1)
+        self.lengths = np.ones(size, dtype=np.int64)
+        self.lengths[self.kmer_ids] = self.k
+        self.nucleotide_ids = {b: int(i) for b, i in tokenizer.nucleotide_ids.items()}
+        self.cls_id = int(tokenizer.cls_token_id)
+        self.mask_id = int(tokenizer.mask_token_id)
+        self.pad_id = int(tokenizer.pad_token_id)
+        self.place = 4 ** np.arange(self.k - 1, -1, -1, dtype=np.int64)  # weight of each k-mer position
+
+    def kmer_index(self, kmer: str) -> int:
+        """Index of an upper-case A/C/G/T k-mer in ``itertools.product("ATCG")`` order."""
+        return int(sum(BASE_DIGITS[b] * int(w) for b, w in zip(kmer, self.place)))
+
+    def substitution_ids(self, token: str, offset: int, alt: str) -> tuple[int, int]:
+        """``(ref_id, alt_id)`` of ``token`` (a k-mer or one base, upper case) with base ``offset`` -> ``alt``."""
+        if len(token) == 1:
+            return self.nucleotide_ids[token], self.nucleotide_ids[alt]
+        mutated = token[:offset] + alt + token[offset + 1 :]
+        return int(self.kmer_ids[self.kmer_index(token)]), int(self.kmer_ids[self.kmer_index(mutated)])
+
+    def all_substitutions(self, token: str) -> np.ndarray:
+        """Ids of every single-base variant of ``token``: int64 array (len(token), 4), columns A, C, G, T
+        (the reference base's column holds the reference id)."""
+        columns = "ACGT"
+        if len(token) == 1:
+            return np.array([[self.nucleotide_ids[b] for b in columns]], dtype=np.int64)
+        index = self.kmer_index(token)
+        digits = np.array([BASE_DIGITS[b] for b in token], dtype=np.int64)
+        new_digits = np.array([BASE_DIGITS[b] for b in columns], dtype=np.int64)
+        mutated = index + (new_digits[None, :] - digits[:, None]) * self.place[:, None]
+        return self.kmer_ids[mutated]
+
+
+@dataclass
+class EncodedBatch:
+    """Padded token ids of a batch of windows: ``input_ids``/``attention_mask`` (batch, tokens), ``<cls>``
+    first."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+
+
+def encode_windows(windows: list[np.ndarray], table: KmerTable, device: torch.device) -> EncodedBatch:
+    """Prepend ``<cls>`` to each window's ids (``encode_genome`` output) and right-pad to a batch."""
+    longest = max(len(w) for w in windows) + 1
+    ids = np.full((len(windows), longest), table.pad_id, dtype=np.int64)
+    mask = np.zeros((len(windows), longest), dtype=np.int64)
+    for row, window in enumerate(windows):
+        ids[row, 0] = table.cls_id
+        ids[row, 1 : len(window) + 1] = window
+        mask[row, : len(window) + 1] = 1
+    return EncodedBatch(torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device))
+
+
+@torch.inference_mode()
+def masked_log_probs(model, batch: EncodedBatch, positions: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """Log-probabilities over the vocabulary at one masked position per window.
+
+    Args:
+        model: a masked LM (genolm or transformers' ESM).
+        batch: ids (batch, tokens) with ``<cls>`` at 0.
+        positions: (batch,) index of the token to mask in each row (``<cls>`` counted).
+        mask_id: id of ``<mask>``.
+
+    Returns:
+        float32 (batch, vocab): ``log_softmax`` of the logits at the masked positions. The LM head runs only on
+        the masked positions (it dominates the cost of small models on long windows).
+    """
+    rows = torch.arange(batch.input_ids.shape[0], device=batch.input_ids.device)
+    positions = positions.to(batch.input_ids.device)
+    input_ids = batch.input_ids.clone()
+    input_ids[rows, positions] = mask_id
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    head = getattr(model, "lm_head", None)
+    if base is not None and head is not None:
+        hidden = base(input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        logits = head(hidden[rows, positions])
+    else:
+        logits = model(input_ids, attention_mask=batch.attention_mask).logits[rows, positions]
+    return F.log_softmax(logits.float(), dim=-1)
+
+
+@torch.inference_mode()
+def mean_embeddings(model, batch: EncodedBatch) -> torch.Tensor:
+    """Mean of the final hidden states over each window's sequence tokens (``<cls>`` and padding left out):
+    float32 (batch, hidden)."""
+    base = getattr(model, getattr(model, "base_model_prefix", ""), model)
+    hidden = base(batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state.float()
+    weights = batch.attention_mask.to(hidden.dtype).clone()
+    weights[:, 0] = 0
+    return (hidden * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)

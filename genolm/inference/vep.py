@@ -1,0 +1,695 @@
+"""Zero-shot variant effect prediction (``genolm vep``): masked-marginal log-likelihood ratios of SNVs.
+
+**Score.** For an SNV at base ``p`` of one strand, the window is the run of ``window_tokens`` grid tokens
+centred on the token holding ``p`` (the token is the window's middle token, index ``window_tokens // 2``; the
+window is shifted inwards at a sequence end, so a variant near an end keeps a full-size window, off-centre,
+instead of being skipped). The variant's token is masked and
+
+    GENOLM_LLR = log P(alt token | masked window) - log P(ref token | masked window)
+
+where the alt token is the ref token with the base at ``p`` substituted (see
+:mod:`genolm.inference.scoring` for single-nucleotide tokens). The grid is the tokenisation of the whole
+strand from its first base, so the phase of the k-mers never depends on the window size (see
+:mod:`genolm.inference.genome`). Negative scores mean the model finds the alternative allele less likely.
+With ``rc=True`` the score is the mean of the forward-strand score and the score on the reverse-complement
+strand (its own grid, tokenised from the other end, with complemented alleles).
+
+**Embedding distance** (optional): the L2 distance between the mean final-layer embeddings (``<cls>`` left
+out) of the unmasked reference window and the same window carrying the alternative allele.
+
+**Batching.** Every SNV inside the same token on the same strand shares one masked window, so windows are
+deduplicated before they are batched: ``n`` SNVs need at most ``n`` masked forward passes per strand, and a
+dense set of variants far fewer.
+
+**Records that are not scored** keep their place in the output and carry ``GENOLM_SKIP``; see
+:data:`SKIP_REASONS`.
+
+Coordinates: VCF ``POS`` is 1-based; genolm's Python API (:class:`SNV`) is 0-based, ``pos = POS - 1``.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import math
+import os
+import re
+import sys
+import time
+from array import array
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .genome import Genome, Window, complement, is_base
+from .scoring import (
+    EncodedBatch,
+    KmerTable,
+    encode_windows,
+    load_model,
+    masked_log_probs,
+    max_window_tokens,
+    mean_embeddings,
+)
+
+__all__ = [
+    "SKIP_REASONS",
+    "SNV",
+    "VariantScore",
+    "VepReport",
+    "check_variant",
+    "naive_variant_score",
+    "run_vep",
+    "score_variants",
+    "validate_vcf",
+]
+
+SKIP_REASONS = {
+    "unknown_contig": "CHROM is not a sequence of the FASTA",
+    "pos_out_of_range": "POS (or the end of REF) is outside the sequence",
+    "ref_mismatch": "REF differs from the FASTA at POS (case ignored)",
+    "not_snv": "not a single-base substitution (indel, MNV, symbolic or '*' ALT)",
+    "no_alt": "ALT is '.': nothing to score",
+    "ref_not_acgt": "the reference base is N or another non-A/C/G/T character (variant in an N run)",
+    "alt_not_acgt": "ALT is N or an IUPAC ambiguity code",
+}
+INFO_LLR = "GENOLM_LLR"
+INFO_EMB = "GENOLM_EMB_DIST"
+INFO_SKIP = "GENOLM_SKIP"
+TSV_COLUMNS = ["chrom", "pos", "id", "ref", "alt", "llr", "emb_dist", "skip"]
+
+
+@dataclass(frozen=True)
+class SNV:
+    """A variant to score: ``pos`` is 0-based on the forward strand (VCF ``POS - 1``); alleles as in a VCF."""
+
+    chrom: str
+    pos: int
+    ref: str
+    alt: str
+
+
+@dataclass
+class VariantScore:
+    """Result for one variant: ``llr`` (and ``emb_dist`` when asked for), or the ``skip`` reason."""
+
+    llr: float | None = None
+    emb_dist: float | None = None
+    skip: str | None = None
+
+
+@dataclass
+class VepReport:
+    """Counts and speed of a ``run_vep`` call."""
+
+    records: int = 0
+    alleles: int = 0
+    scored: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def variants_per_second(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else float("nan")
+
+    def summary(self) -> str:
+        skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items())) or "none"
+        return (
+            f"{self.records} records, {self.scored}/{self.alleles} ALT alleles scored (skipped: {skipped}) "
+            f"in {self.seconds:.1f} s: {self.variants_per_second:.1f} variants/s"
+        )
+
+
+def check_variant(genome: Genome, variant: SNV) -> str | None:
+    """The reason ``variant`` cannot be scored (a key of :data:`SKIP_REASONS`), or ``None``."""
+    if variant.chrom not in genome:
+        return "unknown_contig"
+    ref, alt = variant.ref, variant.alt
+    length = genome.lengths[variant.chrom]
+    if variant.pos < 0 or variant.pos + max(len(ref), 1) > length:
+        return "pos_out_of_range"
+    if ref and genome.fetch(variant.chrom, variant.pos, variant.pos + len(ref)).upper() != ref.upper():
+        return "ref_mismatch"
+    if alt in ("", "."):
+        return "no_alt"
+    if len(ref) != 1 or len(alt) != 1 or alt == "*":
+        return "not_snv"
+    if not is_base(ref):
+        return "ref_not_acgt"
+    if not is_base(alt):
+        return "alt_not_acgt"
+    return None
+
+
+class _MaskedWindow(NamedTuple):
+    """One masked forward pass: a window of one strand and the token masked in it (bases on the strand's own
+    coordinates, 0-based half-open)."""
+
+    chrom: str
+    strand: str
+    window: Window
+    token: int
+    token_start: int
+    token_end: int
+
+    @property
+    def index(self) -> int:
+        """Position of the masked token in the window (``<cls>`` not counted)."""
+        return self.token - self.window.first_token
+
+
+def _strand_view(genome: Genome, variant: SNV, strand: str) -> tuple[int, str, str]:
+    """Position and upper-case alleles of ``variant`` in the coordinates of ``strand``."""
+    ref, alt = variant.ref.upper(), variant.alt.upper()
+    if strand == "+":
+        return variant.pos, ref, alt
+    return genome.lengths[variant.chrom] - 1 - variant.pos, complement(ref), complement(alt)
+
+
+def score_variants(
+    model,
+    tokenizer,
+    genome: Genome,
+    variants: Sequence[SNV],
+    *,
+    window_tokens: int | None = None,
+    rc: bool = False,
+    embedding_distance: bool = False,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> list[VariantScore]:
+    """Score SNVs by the masked-marginal log-likelihood ratio (see the module docstring).
+
+    Args:
+        model: a loaded masked LM (see :func:`genolm.inference.scoring.load_model`).
+        tokenizer: its ``GenoLMTokenizer``.
+        genome: the reference.
+        variants: SNVs with 0-based positions; anything else is returned with a ``skip`` reason.
+        window_tokens: tokens per window, ``<cls>`` excluded (default: the model's maximum).
+        rc: average with the reverse-complement strand.
+        embedding_distance: also compute ``emb_dist`` (one more unmasked forward per window and per allele).
+        batch_size: windows per forward pass.
+        progress: show a progress bar.
+
+    Returns:
+        One :class:`VariantScore` per input variant, in order.
+    """
+    table = KmerTable(tokenizer)
+    window_tokens = _check_window(model, window_tokens)
+    device = next(model.parameters()).device
+    strands = ("+", "-") if rc else ("+",)
+    results = [VariantScore(skip=check_variant(genome, v)) for v in variants]
+
+    # Deduplicate: every SNV in the same token of the same strand shares one masked window.
+    groups: dict[_MaskedWindow, list[tuple[int, int, int, str, str]]] = defaultdict(list)
+    for i, variant in enumerate(variants):
+        if results[i].skip is not None:
+            continue
+        for s, strand in enumerate(strands):
+            grid = genome.grid(variant.chrom, table.k, strand)
+            pos, ref, alt = _strand_view(genome, variant, strand)
+            token = grid.token_of(pos)
+            token_start, token_end = grid.token_span(token)
+            masked = _MaskedWindow(
+                variant.chrom, strand, grid.window(token, window_tokens), token, token_start, token_end
+            )
+            groups[masked].append((i, s, pos - token_start, ref, alt))
+
+    llr = np.full((len(variants), len(strands)), np.nan)
+    emb = np.full((len(variants), len(strands)), np.nan)
+    keys = sorted(groups)
+    bar = tqdm(total=len(keys), desc="masked windows", unit="win", disable=not progress, leave=False)
+    for begin in range(0, len(keys), batch_size):
+        batch_keys = keys[begin : begin + batch_size]
+        sequences = [
+            genome.fetch_strand(m.chrom, m.window.start, m.window.end, m.strand).upper() for m in batch_keys
+        ]
+        ids = [tokenizer.encode_genome(seq) for seq in sequences]
+        for m, window_ids in zip(batch_keys, ids):
+            if len(window_ids) != m.window.n_tokens:  # grid and tokenizer disagree: a bug, not an input error
+                raise RuntimeError(f"{m}: {len(window_ids)} tokens, the grid says {m.window.n_tokens}")
+        encoded = encode_windows(ids, table, device)
+        positions = torch.tensor([m.index + 1 for m in batch_keys])  # + 1 for <cls>
+        log_probs = masked_log_probs(model, encoded, positions, table.mask_id).cpu().numpy()
+        alt_rows = []  # (batch row, masked position, alt id, variant, strand) for the embedding distance
+        for row, m in enumerate(batch_keys):
+            token_seq = sequences[row][m.token_start - m.window.start : m.token_end - m.window.start]
+            for i, s, offset, ref, alt in groups[m]:
+                ref_id, alt_id = table.substitution_ids(token_seq, offset, alt)
+                if token_seq[offset] != ref or ref_id != ids[row][m.index]:
+                    raise RuntimeError(f"{variants[i]}: the window's token {token_seq} does not hold REF")
+                llr[i, s] = log_probs[row, alt_id] - log_probs[row, ref_id]
+                alt_rows.append((row, m.index + 1, alt_id, i, s))
+        if embedding_distance:
+            _embedding_distances(model, encoded, alt_rows, emb, batch_size)
+        bar.update(len(batch_keys))
+    bar.close()
+
+    for i, result in enumerate(results):
+        if result.skip is None:
+            result.llr = float(llr[i].mean())
+            if embedding_distance:
+                result.emb_dist = float(emb[i].mean())
+    return results
+
+
+def _embedding_distances(
+    model,
+    encoded: EncodedBatch,
+    alt_rows: list[tuple[int, int, int, int, int]],
+    out: np.ndarray,
+    batch_size: int,
+) -> None:
+    """Fill ``out[variant, strand]`` with the L2 distance between the mean embeddings of each reference window
+    (a row of ``encoded``) and of the window with the alternative token."""
+    ref_emb = mean_embeddings(model, encoded)  # one batch: the unmasked reference windows
+    for b in range(0, len(alt_rows), batch_size):
+        chunk = alt_rows[b : b + batch_size]
+        batch = _rows(encoded, [row for row, *_ in chunk])
+        for j, (_row, position, alt_id, _i, _s) in enumerate(chunk):
+            batch.input_ids[j, position] = alt_id
+        alt_emb = mean_embeddings(model, batch)
+        dist = torch.linalg.vector_norm(alt_emb - ref_emb[[row for row, *_ in chunk]], dim=-1).cpu().numpy()
+        for j, (_row, _position, _alt_id, i, s) in enumerate(chunk):
+            out[i, s] = dist[j]
+
+
+def _rows(encoded: EncodedBatch, rows: list[int]) -> EncodedBatch:
+    index = torch.tensor(rows, device=encoded.input_ids.device)
+    return EncodedBatch(encoded.input_ids[index].clone(), encoded.attention_mask[index])
+
+
+def _check_window(model, window_tokens: int | None) -> int:
+    limit = max_window_tokens(model)
+    if window_tokens is None:
+        return limit
+    if not 1 <= window_tokens <= limit:
+        raise ValueError(
+            f"window_tokens={window_tokens}: the model takes 1 to {limit} tokens (<cls> excluded)"
+        )
+    return int(window_tokens)
+
+
+@torch.inference_mode()
+def naive_variant_score(
+    model,
+    tokenizer,
+    genome: Genome,
+    variant: SNV,
+    *,
+    window_tokens: int | None = None,
+    rc: bool = False,
+) -> float:
+    """Reference implementation for one SNV, one forward pass per strand: mutate the window, re-tokenise both
+    alleles with the tokenizer's ``__call__``, mask the token holding the variant, run the full model and read
+    the log-probabilities. Same windows as :func:`score_variants`; used by tests and benchmarks."""
+    reason = check_variant(genome, variant)
+    if reason is not None:
+        raise ValueError(f"{variant}: {SKIP_REASONS[reason]}")
+    window_tokens = _check_window(model, window_tokens)
+    device = next(model.parameters()).device
+    scores = []
+    for strand in ("+", "-") if rc else ("+",):
+        grid = genome.grid(variant.chrom, tokenizer.k, strand)
+        pos, ref, alt = _strand_view(genome, variant, strand)
+        window = grid.window(grid.token_of(pos), window_tokens)
+        seq = genome.fetch_strand(variant.chrom, window.start, window.end, strand).upper()
+        offset = pos - window.start
+        mutated = seq[:offset] + alt + seq[offset + 1 :]
+        ref_ids = tokenizer(seq)["input_ids"]
+        alt_ids = tokenizer(mutated)["input_ids"]
+        # Walk the token strings to the one covering the variant (<cls> at 0 covers no base).
+        tokens = tokenizer.convert_ids_to_tokens(ref_ids)
+        covered, index = 0, 0
+        while covered <= offset:
+            index += 1
+            covered += 1 if tokens[index].startswith("<") else len(tokens[index])
+        masked = list(alt_ids)
+        masked[index] = tokenizer.mask_token_id
+        logits = model(input_ids=torch.tensor([masked], device=device)).logits[0, index]
+        log_probs = F.log_softmax(logits.float(), dim=-1)
+        scores.append(float(log_probs[alt_ids[index]] - log_probs[ref_ids[index]]))
+    return float(np.mean(scores))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# VCF files
+# ----------------------------------------------------------------------------------------------------------
+_REF_CHARS = set("ACGTNRYSWKMBDHVacgtnryswkmbdhv")
+
+
+@dataclass
+class VcfScan:
+    """What :func:`validate_vcf` learned: contigs in order of first use, and each record's line number."""
+
+    contigs: list[str]
+    line_numbers: array
+
+
+_HEADER_FIELDS = ["CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO"]
+_META_TYPE = re.compile(r"^##(INFO|FORMAT)=<ID=([^,>]+),.*?Type=(\w+)")
+_GT = re.compile(r"^(\.|\d+)([/|](\.|\d+))*$")
+
+
+def _open_vcf_text(path: Path):
+    with open(path, "rb") as handle:
+        magic = handle.read(2)
+    return gzip.open(path, "rt") if magic == b"\x1f\x8b" else open(path)
+
+
+def _bad_number(value: str, kind: str) -> bool:
+    """Whether a comma-separated INFO/FORMAT value is not of the declared ``Integer``/``Float`` type."""
+    for item in value.split(","):
+        if item == ".":
+            continue
+        try:
+            int(item) if kind == "Integer" else float(item)
+        except ValueError:
+            return True
+    return False
+
+
+def _record_problem(fields: list[str], columns: int, types: dict[tuple[str, str], str]) -> str | None:
+    """The first problem of one data line split at tabs, or ``None``."""
+    if len(fields) != columns:
+        return f"expected {columns} tab-separated columns, found {len(fields)}"
+    chrom, pos, _id, ref, alt, qual, filters, info = fields[:8]
+    if not chrom:
+        return "empty CHROM"
+    if not pos.isdigit():
+        return f"POS {pos!r} is not a non-negative integer"
+    if not ref or not set(ref) <= _REF_CHARS:
+        return f"REF {ref!r} is not a string of bases"
+    if not alt or any(not allele or any(c.isspace() for c in allele) for allele in alt.split(",")):
+        return f"ALT {alt!r} is not '.' or a comma-separated list of alleles"
+    if qual != "." and _bad_number(qual, "Float"):
+        return f"QUAL {qual!r} is not a number or '.'"
+    if not filters:
+        return "empty FILTER"
+    if info != ".":
+        for entry in info.split(";"):
+            key, _, value = entry.partition("=")
+            kind = types.get(("INFO", key))
+            if not key:
+                return f"empty INFO entry in {info!r}"
+            if kind == "Flag" and value:
+                return f"INFO flag {key} has a value"
+            if kind in ("Integer", "Float") and _bad_number(value, kind):
+                return f"INFO {key}={value!r} is not of Type={kind}"
+    if columns > 8:
+        keys = fields[8].split(":")
+        for sample in fields[9:]:
+            values = sample.split(":")
+            if len(values) > len(keys):
+                return f"sample field {sample!r} has more values than FORMAT {fields[8]!r}"
+            for key, value in zip(keys, values):
+                kind = types.get(("FORMAT", key))
+                if key == "GT" and not _GT.match(value):
+                    return f"GT {value!r} is not a genotype"
+                if kind in ("Integer", "Float") and _bad_number(value, kind):
+                    return f"FORMAT {key}={value!r} is not of Type={kind}"
+    return None
+
+
+def validate_vcf(path: str | os.PathLike) -> VcfScan:
+    """Check a VCF line by line before pysam reads it: pysam reports no line numbers, and htslib silently turns
+    some malformed values into missing ones.
+
+    Checks the ``##fileformat`` line, the ``#CHROM`` header and, for each record, the column count, ``POS``
+    (a non-negative integer), ``REF`` (bases), ``ALT`` (``.`` or comma-separated alleles), ``QUAL``, and the
+    INFO and FORMAT values declared ``Integer``, ``Float`` or ``Flag`` in the header, and ``GT``.
+
+    Raises:
+        ValueError: naming the file, the 1-based line number and the problem.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: VCF file not found")
+    contigs: dict[str, None] = {}
+    types: dict[tuple[str, str], str] = {}
+    lines = array("q")
+    columns = None
+    with _open_vcf_text(path) as handle:
+        for lineno, line in enumerate(handle, start=1):
+            line = line.rstrip("\r\n")
+            problem = None
+            if lineno == 1 and not line.startswith("##fileformat=VCF"):
+                problem = "the first line must be ##fileformat=VCFv4.x"
+            elif line.startswith("##"):
+                meta = _META_TYPE.match(line)
+                if meta:
+                    types[(meta.group(1), meta.group(2))] = meta.group(3)
+            elif line.startswith("#"):
+                if line[1:].split("\t")[:8] != _HEADER_FIELDS:
+                    problem = (
+                        "the header line must start #CHROM POS ID REF ALT QUAL FILTER INFO (tab-separated)"
+                    )
+                columns = len(line.split("\t"))
+            elif not line.strip():
+                continue
+            elif columns is None:
+                problem = "record before the #CHROM header line"
+            else:
+                fields = line.split("\t")
+                problem = _record_problem(fields, columns, types)
+                contigs.setdefault(fields[0])
+                lines.append(lineno)
+            if problem is not None:
+                shown = line if len(line) <= 80 else line[:77] + "..."
+                raise ValueError(f"{path}:{lineno}: {problem}: {shown!r}")
+    if columns is None:
+        raise ValueError(f"{path}: no #CHROM header line (is this a VCF file?)")
+    return VcfScan(list(contigs), lines)
+
+
+def _vcf_mode(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".bcf"):
+        return "wb"
+    return "wz" if name.endswith((".vcf.gz", ".vcf.bgz")) else "w"
+
+
+def _is_tsv(path: Path) -> bool:
+    return path.name.lower().endswith((".tsv", ".tsv.gz", ".txt"))
+
+
+def run_vep(
+    model,
+    fasta: str | os.PathLike | Genome,
+    vcf: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    tokenizer=None,
+    window_tokens: int | None = None,
+    rc: bool = False,
+    embedding_distance: bool = False,
+    batch_size: int = 32,
+    device: str | None = None,
+    dtype: str | None = None,
+    chunk_records: int = 10_000,
+    progress: bool = True,
+) -> VepReport:
+    """Score every SNV of a VCF and write every record, in order, to a VCF/BCF or TSV.
+
+    Args:
+        model: checkpoint folder of a masked LM, or a loaded model.
+        fasta: the reference the VCF was called against (``.fa``, ``.fa.gz``), or a :class:`Genome`.
+        vcf: input ``.vcf``, ``.vcf.gz`` or ``.bcf``.
+        out: ``.vcf``, ``.vcf.gz`` (bgzip), ``.bcf``: the input records with INFO ``GENOLM_LLR``,
+            ``GENOLM_EMB_DIST`` and ``GENOLM_SKIP`` added (existing values of these fields are replaced);
+            ``.tsv``: one row per ALT allele, columns ``chrom pos id ref alt llr emb_dist skip`` with ``pos``
+            1-based as in the VCF.
+        tokenizer, window_tokens, rc, embedding_distance, batch_size: see :func:`score_variants`.
+        device, dtype: see :func:`genolm.inference.scoring.load_model`.
+        chunk_records: records read, scored and written at a time (bounds memory on large VCFs).
+        progress: progress bar and a summary line on stderr.
+
+    Returns:
+        A :class:`VepReport` (counts, skip reasons, variants/s).
+    """
+    import pysam
+
+    started = time.perf_counter()
+    vcf, out = Path(vcf), Path(out)
+    scan = validate_vcf(vcf) if not str(vcf).lower().endswith(".bcf") else None
+    model, tokenizer = load_model(model, tokenizer, "masked-lm", device, dtype)
+    genome = fasta if isinstance(fasta, Genome) else Genome(fasta)
+    window_tokens = _check_window(model, window_tokens)
+    report = VepReport()
+
+    previous_verbosity = pysam.set_verbosity(
+        0
+    )  # htslib warns about missing ##contig lines; we add them below
+    try:
+        reader = pysam.VariantFile(str(vcf))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{vcf}: pysam cannot read this VCF: {err}") from None
+    finally:
+        pysam.set_verbosity(previous_verbosity)
+    header = reader.header
+    if scan is not None:
+        for contig in scan.contigs:
+            if contig not in header.contigs:
+                length = f",length={genome.lengths[contig]}" if contig in genome else ""
+                header.add_line(f"##contig=<ID={contig}{length}>")
+    strands = "mean of the forward and reverse-complement strands" if rc else "forward strand"
+    _add_info(
+        header,
+        INFO_LLR,
+        "A",
+        "Float",
+        "genolm zero-shot score per ALT allele: log P(alt k-mer) - log P(ref k-mer) at the masked token "
+        f"holding the variant; {window_tokens}-token window centred on it; {strands}",
+    )
+    if embedding_distance:
+        _add_info(
+            header,
+            INFO_EMB,
+            "A",
+            "Float",
+            "genolm: L2 distance between the mean final-layer embeddings of the reference and alternative "
+            f"windows per ALT allele; {strands}",
+        )
+    _add_info(
+        header,
+        INFO_SKIP,
+        "1",
+        "String",
+        "Why genolm did not score this record (or one of its ALT alleles): "
+        + "; ".join(f"{key} = {text}" for key, text in SKIP_REASONS.items()),
+    )
+
+    writer = None
+    tsv_handle = None
+    if _is_tsv(out):
+        tsv_handle = (
+            gzip.open(out, "wt", newline="") if out.name.endswith(".gz") else open(out, "w", newline="")
+        )
+        tsv = csv.writer(tsv_handle, delimiter="\t", lineterminator="\n")
+        tsv.writerow(TSV_COLUMNS)
+    else:
+        writer = pysam.VariantFile(str(out), _vcf_mode(out), header=header)
+
+    bar = tqdm(
+        desc="variants", unit="var", disable=not progress, total=len(scan.line_numbers) if scan else None
+    )
+    try:
+        records = iter(reader)
+        while True:
+            chunk = _read_chunk(records, chunk_records, vcf, scan, report.records)
+            if not chunk:
+                break
+            variants, owners = [], []
+            for r, record in enumerate(chunk):
+                for a, alt in enumerate(record.alts or ()):
+                    variants.append(SNV(record.chrom, record.pos - 1, record.ref, alt))
+                    owners.append((r, a))
+            scores = score_variants(
+                model,
+                tokenizer,
+                genome,
+                variants,
+                window_tokens=window_tokens,
+                rc=rc,
+                embedding_distance=embedding_distance,
+                batch_size=batch_size,
+                progress=progress,
+            )
+            per_record: list[list[VariantScore]] = [[] for _ in chunk]
+            for (r, _a), score in zip(owners, scores):
+                per_record[r].append(score)
+            for record, record_scores in zip(chunk, per_record):
+                _tally(report, record_scores)
+                if writer is not None:
+                    _annotate_record(record, record_scores, embedding_distance)
+                    writer.write(record)
+                else:
+                    _write_tsv_rows(tsv, record, record_scores)
+            report.records += len(chunk)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        reader.close()
+        if writer is not None:
+            writer.close()
+        if tsv_handle is not None:
+            tsv_handle.close()
+    report.seconds = time.perf_counter() - started
+    if progress:
+        print(f"genolm vep: {report.summary()}", file=sys.stderr)
+    return report
+
+
+def _add_info(header, key: str, number: str, kind: str, description: str) -> None:
+    if key in header.info:
+        return  # re-scoring a genolm output: keep its header line, values are replaced
+    description = description.replace('"', "'")
+    header.add_line(f'##INFO=<ID={key},Number={number},Type={kind},Description="{description}">')
+
+
+def _read_chunk(records: Iterable, size: int, vcf: Path, scan: VcfScan | None, done: int) -> list:
+    chunk = []
+    while len(chunk) < size:
+        try:
+            chunk.append(next(records))
+        except StopIteration:
+            break
+        except (OSError, ValueError) as err:
+            index = done + len(chunk)
+            where = (
+                f"line {scan.line_numbers[index]}"
+                if scan and index < len(scan.line_numbers)
+                else f"record {index + 1}"
+            )
+            raise ValueError(f"{vcf}: {where}: pysam cannot parse the record: {err}") from None
+    return chunk
+
+
+def _tally(report: VepReport, scores: list[VariantScore]) -> None:
+    report.alleles += len(scores)
+    for score in scores:
+        if score.skip is None:
+            report.scored += 1
+        else:
+            report.skipped[score.skip] = report.skipped.get(score.skip, 0) + 1
+    if not scores:
+        report.skipped["no_alt"] = report.skipped.get("no_alt", 0) + 1
+
+
+def _record_skip(scores: list[VariantScore]) -> str | None:
+    if not scores:
+        return "no_alt"
+    reasons = [s.skip for s in scores if s.skip is not None]
+    return reasons[0] if reasons else None
+
+
+def _annotate_record(record, scores: list[VariantScore], embedding_distance: bool) -> None:
+    for key in (INFO_LLR, INFO_EMB, INFO_SKIP):
+        if key in record.info:
+            del record.info[key]
+    if scores and any(s.skip is None for s in scores):
+        record.info[INFO_LLR] = tuple(s.llr for s in scores)
+        if embedding_distance:
+            record.info[INFO_EMB] = tuple(s.emb_dist for s in scores)
+    skip = _record_skip(scores)
+    if skip is not None:
+        record.info[INFO_SKIP] = skip
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(float(value))
+
+
+def _write_tsv_rows(tsv, record, scores: list[VariantScore]) -> None:
+    common = [record.chrom, record.pos, record.id or ".", record.ref]
+    if not scores:
+        tsv.writerow([*common, ".", "", "", "no_alt"])
+    for alt, score in zip(record.alts or (), scores):
+        tsv.writerow([*common, alt, _fmt(score.llr), _fmt(score.emb_dist), score.skip or ""])

@@ -1,0 +1,398 @@
+"""``genolm vep``: the token grid, masked-marginal scores against a direct recomputation, VCF in and out."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pysam
+import pytest
+import torch
+from transformers import AutoModelForMaskedLM
+
+from genolm.cli import main
+from genolm.inference import SNV, Genome, TokenGrid, naive_variant_score, run_vep, score_variants
+from genolm.inference.genome import reverse_complement
+from genolm.inference.vep import check_variant, validate_vcf
+
+WINDOW = 16  # tokens: 96 bp of context keeps every forward pass tiny
+CHLOROPLAST = "NC_000932.1"
+
+
+def write_fasta(path: Path, records: dict[str, str]) -> Path:
+    with open(path, "w") as handle:
+        for name, seq in records.items():
+            handle.write(f">{name}\n")
+            handle.writelines(seq[i : i + 60] + "\n" for i in range(0, len(seq), 60))
+    return path
+
+
+def vcf_text(header_contigs: dict[str, int], rows: list[tuple]) -> str:
+    lines = ["##fileformat=VCFv4.2"]
+    lines += [f"##contig=<ID={name},length={length}>" for name, length in header_contigs.items()]
+    lines.append("#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO")
+    lines += [
+        "\t".join(map(str, (chrom, pos, vid, ref, alt, ".", "PASS", ".")))
+        for chrom, pos, vid, ref, alt in rows
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def read_tsv(path: Path) -> list[dict[str, str]]:
+    rows = path.read_text().splitlines()
+    header = rows[0].split("\t")
+    return [dict(zip(header, row.split("\t"))) for row in rows[1:]]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (no OpenMP hand-offs, no oversubscription beside other work)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def mlm(tiny_mlm_dir):
+    """The tiny checkpoint through ``AutoModelForMaskedLM`` (the direct recomputation's model) and tokenizer."""
+    import genolm  # noqa: F401
+    from genolm.inference import load_model
+
+    model = AutoModelForMaskedLM.from_pretrained(tiny_mlm_dir).eval()
+    return load_model(model)
+
+
+@pytest.fixture(scope="module")
+def chloroplast(shared_data) -> Genome:
+    return Genome(shared_data / "athaliana_chloroplast.fa")
+
+
+@pytest.fixture(scope="module")
+def gapped_fasta(tmp_path_factory, shared_data) -> Path:
+    """Real chloroplast sequence with an N run and a lower-case stretch: single-nucleotide tokens before the N run
+    and at the record end (1,003 bp = 167 * 6 + 1)."""
+    seq = Genome(shared_data / "athaliana_chloroplast.fa").fetch(CHLOROPLAST, 0, 1000)
+    seq = seq[:400] + "N" * 7 + seq[400:500].lower() + seq[500:996]
+    return write_fasta(tmp_path_factory.mktemp("gapped") / "gapped.fa", {"gapped": seq})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# token grid
+# ----------------------------------------------------------------------------------------------------------
+def test_token_grid_matches_tokenizer_and_windows_keep_phase(tokenizer):
+    """The grid's token boundaries equal the tokenizer's, and any window of whole grid tokens tokenises alone to
+    the same ids (the window start fixes the phase; genolm starts windows on grid token boundaries)."""
+    rng = random.Random(0)
+    token_len = np.ones(len(tokenizer), dtype=int)
+    token_len[tokenizer.kmer_ids] = tokenizer.k
+    for _ in range(150):
+        seq = "".join(rng.choice("ACGTACGTACGTacgtNNR") for _ in range(rng.randint(1, 90)))
+        grid = TokenGrid.from_sequence(seq, tokenizer.k)
+        ids = tokenizer.encode_genome(seq)
+        assert grid.n_tokens == len(ids)
+        ends = np.cumsum(token_len[ids])
+        starts, grid_ends = grid.token_span(np.arange(len(ids)))
+        np.testing.assert_array_equal(starts, ends - token_len[ids])
+        np.testing.assert_array_equal(grid_ends, ends)
+        np.testing.assert_array_equal(
+            grid.token_of(np.arange(len(seq))), np.repeat(np.arange(len(ids)), token_len[ids])
+        )
+        for token in range(len(ids)):
+            window = grid.window(token, 5)
+            assert window.first_token <= token < window.last_token
+            if window.n_tokens == 5 and 2 <= token < len(ids) - 2:
+                assert token - window.first_token == 2  # the scored token is the middle one
+            np.testing.assert_array_equal(
+                tokenizer.encode_genome(seq[window.start : window.end]),
+                ids[window.first_token : window.last_token],
+            )
+        reverse = grid.reverse()
+        np.testing.assert_array_equal(
+            reverse.token_of(np.arange(len(seq))),
+            TokenGrid.from_sequence(reverse_complement(seq), tokenizer.k).token_of(np.arange(len(seq))),
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# scores
+# ----------------------------------------------------------------------------------------------------------
+def test_vep_equals_direct_recomputation_on_real_vcf(mlm, shared_data, tmp_path):
+    """Every SNV of the chloroplast VCF, scored in batches, equals the per-variant loop through
+    AutoModelForMaskedLM (mutate, re-tokenise, mask, full forward), forward strand and strand-averaged."""
+    model, tokenizer = mlm
+    genome = Genome(shared_data / "athaliana_chloroplast.fa")
+    out = tmp_path / "scores.tsv"
+    run_vep(
+        model,
+        genome,
+        shared_data / "athaliana_chloroplast.vcf",
+        out,
+        tokenizer=tokenizer,
+        window_tokens=WINDOW,
+        batch_size=8,
+        progress=False,
+    )
+    rows = read_tsv(out)
+    assert len(rows) == 83
+    snvs = [r for r in rows if len(r["ref"]) == 1 and len(r["alt"]) == 1]
+    assert len(snvs) == 52 and all(r["llr"] and not r["skip"] for r in snvs)
+    assert all(r["skip"] == "not_snv" and not r["llr"] for r in rows if r not in snvs)
+    sample = random.Random(1).sample(snvs, 5)
+    variants = [SNV(r["chrom"], int(r["pos"]) - 1, r["ref"], r["alt"]) for r in sample]
+    both_strands = score_variants(model, tokenizer, genome, variants, window_tokens=WINDOW, rc=True)
+    for row, variant, averaged in zip(sample, variants, both_strands):
+        direct = naive_variant_score(model, tokenizer, genome, variant, window_tokens=WINDOW)
+        assert float(row["llr"]) == pytest.approx(direct, abs=1e-5)
+        direct_rc = naive_variant_score(model, tokenizer, genome, variant, window_tokens=WINDOW, rc=True)
+        assert averaged.llr == pytest.approx(direct_rc, abs=1e-5)
+
+
+def test_ref_alt_swap_flips_sign(mlm, shared_data, tmp_path):
+    """Scoring ALT->REF on a genome carrying ALT gives exactly minus the REF->ALT score (the masked input is the
+    same), on both strands."""
+    model, tokenizer = mlm
+    genome = Genome(shared_data / "athaliana_chloroplast.fa")
+    seq = list(genome.fetch(CHLOROPLAST, 0, genome.lengths[CHLOROPLAST]))
+    variants = [
+        SNV(CHLOROPLAST, p, seq[p], "ACGT"[("ACGT".index(seq[p]) + 1 + p % 3) % 4])
+        for p in (17, 5003, 40_001)
+    ]
+    variants.append(SNV(CHLOROPLAST, len(seq) - 1, seq[-1], "A" if seq[-1] != "A" else "C"))  # last base
+    for v in variants:
+        seq[v.pos] = v.alt
+    mutated = Genome(write_fasta(tmp_path / "alt.fa", {CHLOROPLAST: "".join(seq)}))
+    swapped = [SNV(v.chrom, v.pos, v.alt, v.ref) for v in variants]
+    for rc in (False, True):
+        forward = score_variants(model, tokenizer, genome, variants, window_tokens=WINDOW, rc=rc)
+        backward = score_variants(model, tokenizer, mutated, swapped, window_tokens=WINDOW, rc=rc)
+        for f, b in zip(forward, backward):
+            assert f.llr != 0 and b.llr == -f.llr
+
+
+def test_strand_averaged_score_is_symmetric_under_reverse_complement(mlm, shared_data, tmp_path):
+    """With rc=True, a variant on a genome and the complemented variant on its reverse complement score alike."""
+    model, tokenizer = mlm
+    genome = Genome(shared_data / "athaliana_chloroplast.fa")
+    length = 3001
+    seq = genome.fetch(CHLOROPLAST, 10_000, 10_000 + length)
+    forward = Genome(write_fasta(tmp_path / "f.fa", {"x": seq}))
+    reverse = Genome(write_fasta(tmp_path / "r.fa", {"x": reverse_complement(seq)}))
+    positions = [0, 5, 611, 1500, 2999, 3000]
+    variants = [SNV("x", p, seq[p], "T" if seq[p] != "T" else "G") for p in positions]
+    mirrored = [
+        SNV("x", length - 1 - v.pos, reverse_complement(v.ref), reverse_complement(v.alt)) for v in variants
+    ]
+    a = score_variants(
+        model, tokenizer, forward, variants, window_tokens=WINDOW, rc=True, embedding_distance=True
+    )
+    b = score_variants(
+        model, tokenizer, reverse, mirrored, window_tokens=WINDOW, rc=True, embedding_distance=True
+    )
+    np.testing.assert_allclose([s.llr for s in a], [s.llr for s in b], atol=1e-5)
+    np.testing.assert_allclose([s.emb_dist for s in a], [s.emb_dist for s in b], atol=1e-5)
+    single = score_variants(model, tokenizer, forward, variants, window_tokens=WINDOW)
+    assert not np.allclose([s.llr for s in a], [s.llr for s in single])  # the reverse strand does contribute
+
+
+def test_single_nucleotide_tokens_and_n_runs(mlm, gapped_fasta):
+    """Bases left over before an N run and at the record end are single-nucleotide tokens; they are scored with
+    the A/C/G/T tokens and agree with the direct loop. Variants in the N run or to N are tagged."""
+    model, tokenizer = mlm
+    genome = Genome(gapped_fasta)
+    seq = genome.fetch("gapped", 0, genome.lengths["gapped"]).upper()
+    grid = genome.grid("gapped", tokenizer.k)
+    leftover = [
+        p
+        for p in range(len(seq))
+        if np.subtract(*grid.token_span(grid.token_of(p))[::-1]) == 1 and seq[p] != "N"
+    ]
+    assert (
+        396 in leftover and len(seq) - 1 in leftover
+    )  # 400 = 66 * 6 + 4 bases before the N run; the last base
+    positions = [
+        396,
+        399,
+        407,
+        450,
+        len(seq) - 1,
+        0,
+        600,
+    ]  # 407: first base after the N run; 450: soft-masked
+    variants = [SNV("gapped", p, seq[p], "G" if seq[p] != "G" else "A") for p in positions]
+    scores = score_variants(model, tokenizer, genome, variants, window_tokens=WINDOW, rc=True, batch_size=3)
+    for variant, score in zip(variants, scores):
+        direct = naive_variant_score(model, tokenizer, genome, variant, window_tokens=WINDOW, rc=True)
+        assert score.skip is None and score.llr == pytest.approx(direct, abs=1e-5)
+    assert check_variant(genome, SNV("gapped", 403, "N", "A")) == "ref_not_acgt"
+    assert check_variant(genome, SNV("gapped", 450, seq[450].lower(), "N")) == "alt_not_acgt"
+    assert check_variant(genome, SNV("gapped", 450, seq[450], "R")) == "alt_not_acgt"
+
+
+def test_variants_in_one_token_share_one_forward(mlm, chloroplast, monkeypatch):
+    """All SNVs inside one token (any base, any ALT) come from a single masked window."""
+    import genolm.inference.vep as vep
+
+    model, tokenizer = mlm
+    calls = []
+    original = vep.masked_log_probs
+
+    def counting(model, batch, positions, mask_id):
+        calls.append(len(positions))
+        return original(model, batch, positions, mask_id)
+
+    monkeypatch.setattr(vep, "masked_log_probs", counting)
+    seq = chloroplast.fetch(CHLOROPLAST, 600, 606)  # one grid token: 600 = 100 * 6
+    variants = [SNV(CHLOROPLAST, 600 + i, b, a) for i, b in enumerate(seq) for a in "ACGT" if a != b]
+    scores = score_variants(model, tokenizer, chloroplast, variants, window_tokens=WINDOW, batch_size=64)
+    assert calls == [1] and len(scores) == 18 and all(s.llr is not None for s in scores)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# VCF handling
+# ----------------------------------------------------------------------------------------------------------
+def test_output_vcf_keeps_every_record_with_reasons(tiny_mlm_dir, shared_data, tmp_path, capsys):
+    """The output parses with pysam, holds the input records in order, and each unscored one says why: a planted
+    wrong REF, unknown contig, ALT N, missing ALT and multi-allelic record, beside the real indels; ##contig lines are
+    missing from the header, as in the grenepipe source VCF."""
+    source = (shared_data / "athaliana_chloroplast.vcf").read_text().splitlines(keepends=True)
+    header = [line for line in source if line.startswith("#") and not line.startswith("##contig")]
+    records = [line.split("\t") for line in source if not line.startswith("#")]
+    snv_rows = [i for i, r in enumerate(records) if len(r[3]) == 1 and len(r[4]) == 1]
+    wrong_ref, unknown, alt_n, multi, no_alt = snv_rows[:5]
+    records[wrong_ref][3] = {"A": "C", "C": "G", "G": "T", "T": "A"}[records[wrong_ref][3]]
+    records[unknown][0] = "chloroplast"  # the name in the original TAIR10 VCF, absent from the FASTA
+    records[alt_n][4] = "N"
+    records[no_alt][4] = "."
+    ref = records[multi][3]
+    records[multi][4] = ",".join(
+        [records[multi][4], "*", next(b for b in "ACGT" if b not in (ref, records[multi][4]))]
+    )
+    vcf = tmp_path / "planted.vcf"
+    vcf.write_text("".join(header) + "".join("\t".join(r) for r in records))
+
+    out = tmp_path / "scored.vcf.gz"
+    code = main(
+        [
+            "vep",
+            "--model",
+            str(tiny_mlm_dir),
+            "--fasta",
+            str(shared_data / "athaliana_chloroplast.fa"),
+            "--vcf",
+            str(vcf),
+            "--out",
+            str(out),
+            "--window-tokens",
+            str(WINDOW),
+            "--embedding-distance",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert code == 0
+    assert "variants/s" in capsys.readouterr().err
+    with pysam.VariantFile(str(out)) as scored:
+        info = scored.header.info
+        assert info["GENOLM_LLR"].number == "A" and info["GENOLM_LLR"].type == "Float"
+        assert info["GENOLM_EMB_DIST"].number == "A" and info["GENOLM_SKIP"].type == "String"
+        output = list(scored)
+    assert [(r.chrom, r.pos, r.ref) for r in output] == [(r[0], int(r[1]), r[3]) for r in records]
+    assert [",".join(r.alts or ".") for r in output] == [r[4] for r in records]
+    for i, (record, row) in enumerate(zip(output, records)):
+        skip = record.info.get("GENOLM_SKIP")
+        if i == wrong_ref:
+            assert skip == "ref_mismatch" and "GENOLM_LLR" not in record.info
+        elif i == unknown:
+            assert skip == "unknown_contig"
+        elif i == alt_n:
+            assert skip == "alt_not_acgt"
+        elif i == no_alt:
+            assert skip == "no_alt"
+        elif i == multi:  # first and third ALT scored, '*' is not
+            llr = record.info["GENOLM_LLR"]
+            assert skip == "not_snv" and llr[0] is not None and llr[1] is None and llr[2] is not None
+        elif len(row[3]) != 1 or len(row[4]) != 1:
+            assert skip == "not_snv" and "GENOLM_LLR" not in record.info
+        else:
+            assert skip is None and np.isfinite(record.info["GENOLM_LLR"][0])
+            assert record.info["GENOLM_EMB_DIST"][0] >= 0
+        # The input's own fields survive.
+        assert record.info["DP"] == int(dict(kv.split("=") for kv in row[7].split(";") if "=" in kv)["DP"])
+        assert len(record.samples) == 3
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "message"),
+    [
+        ("NC_000932.1\t12x\t.\tA\tG\t.\tPASS\t.", "POS '12x'"),
+        ("NC_000932.1\t100\t.\tA\tG\t.\tPASS", "expected 8 tab-separated columns, found 7"),
+        ("NC_000932.1\t100\t.\tA1\tG\t.\tPASS\t.", "REF 'A1'"),
+        ("NC_000932.1 100 . A G . PASS .", "expected 8 tab-separated columns, found 1"),
+        ("NC_000932.1\t100\t.\tA\tG\tq1\tPASS\t.", "QUAL 'q1'"),
+        ("NC_000932.1\t100\t.\tA\tG\t.\tPASS\tDP=abc", "INFO DP='abc' is not of Type=Integer"),
+    ],
+)
+def test_malformed_vcf_line_fails_with_line_number(
+    tiny_mlm_dir, shared_data, tmp_path, capsys, bad_line, message
+):
+    rows = [("NC_000932.1", 4448, ".", "C", "G"), ("NC_000932.1", 4870, ".", "G", "T")]
+    text = vcf_text({"NC_000932.1": 154478}, rows).splitlines()
+    text.insert(1, '##INFO=<ID=DP,Number=1,Type=Integer,Description="Depth">')
+    text.insert(4, bad_line)  # line 5: the first record, after 3 meta lines and #CHROM
+    vcf = tmp_path / "bad.vcf"
+    vcf.write_text("\n".join(text) + "\n")
+    with pytest.raises(ValueError, match=rf"bad\.vcf:5: {message}"):
+        validate_vcf(vcf)
+    code = main(
+        [
+            "vep",
+            "--model",
+            str(tiny_mlm_dir),
+            "--fasta",
+            str(shared_data / "athaliana_chloroplast.fa"),
+            "--vcf",
+            str(vcf),
+            "--out",
+            str(tmp_path / "o.vcf"),
+            "--quiet",
+        ]
+    )
+    assert code == 2
+    assert "bad.vcf:5:" in capsys.readouterr().err
+
+
+def test_vcf_without_header_or_fileformat_fails(tmp_path):
+    vcf = tmp_path / "x.vcf"
+    vcf.write_text("NC_000932.1\t100\t.\tA\tG\t.\tPASS\t.\n")
+    with pytest.raises(ValueError, match=r"x\.vcf:1: the first line must be ##fileformat"):
+        validate_vcf(vcf)
+    vcf.write_text("##fileformat=VCFv4.2\nNC_000932.1\t100\t.\tA\tG\t.\tPASS\t.\n")
+    with pytest.raises(ValueError, match=r"x\.vcf:2: record before the #CHROM header line"):
+        validate_vcf(vcf)
+
+
+def test_vep_on_chr5_vcf_gz_reference(mlm, shared_data, tmp_path):
+    """The bgzip, soft-masked Chr5 excerpt: every REF matches (case ignored), SNVs scored, indels tagged."""
+    model, tokenizer = mlm
+    out = tmp_path / "chr5.tsv"
+    report = run_vep(
+        model,
+        shared_data / "athaliana_chr5_tail.fa.gz",
+        shared_data / "athaliana_chr5_tail.vcf",
+        out,
+        tokenizer=tokenizer,
+        window_tokens=WINDOW,
+        progress=False,
+    )
+    assert report.records == 45 and report.scored == 36 and report.skipped == {"not_snv": 9}
+    assert len(read_tsv(out)) == 45
+
+
+def test_score_variants_requires_a_window_the_model_takes(mlm, chloroplast):
+    model, tokenizer = mlm
+    with pytest.raises(ValueError, match="window_tokens=5000"):
+        score_variants(model, tokenizer, chloroplast, [SNV(CHLOROPLAST, 10, "A", "C")], window_tokens=5000)
+    with torch.inference_mode():
+        assert check_variant(chloroplast, SNV(CHLOROPLAST, 154_478, "A", "C")) == "pos_out_of_range"
