@@ -1,0 +1,205 @@
+"""Atomic training checkpoints.
+
+Layout of ``OUTPUT_DIR/checkpoints/step-00001000/``::
+
+    config.json, model.safetensors       the model in Hugging Face format (consolidated when sharded)
+    tokenizer.json, tokenizer_config.json ...
+    training_state.pt                    optimizer, scheduler, RNG and data-stream state, step, run config
+    checkpoint.json                      manifest: step and the size of every file above (written last)
+
+A checkpoint is written into a hidden temporary folder (``.tmp-step-...``), every file is fsync'ed, the
+manifest is written last, and the folder is renamed into place (an atomic operation on POSIX filesystems),
+so a run killed at any moment leaves either the previous checkpoints or the new one complete. Readers trust
+only folders whose manifest matches the files on disk; anything else is skipped with a warning.
+
+``AutoModelForMaskedLM.from_pretrained(checkpoint)`` (after ``import genolm``) loads the model directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
+MANIFEST_NAME = "checkpoint.json"
+TRAINING_STATE_NAME = "training_state.pt"
+MANIFEST_VERSION = 1
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rng_state() -> dict[str, Any]:
+    """The state of every random generator a training step may use (Python, numpy, torch CPU and CUDA)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    checkpoints_dir: str | Path,
+    step: int,
+    model: Any,
+    tokenizer: Any,
+    training_state: Mapping[str, Any],
+    model_state_dict: Mapping[str, torch.Tensor] | None = None,
+    keep_last: int | None = None,
+) -> Path:
+    """Write checkpoint ``step`` atomically and return its path.
+
+    Args:
+        checkpoints_dir: folder holding the ``step-*`` checkpoints (created if needed).
+        step: optimizer steps done; names the folder.
+        model: the (unwrapped) ``PreTrainedModel``; its config is saved with the weights.
+        tokenizer: saved beside the model, so the folder is a complete Hugging Face checkpoint.
+        training_state: anything ``torch.save`` can write (optimizer, scheduler, RNG, data state...).
+        model_state_dict: full (consolidated) CPU weights when the live model is sharded; defaults to the
+            model's own state dict.
+        keep_last: keep only this many newest complete checkpoints (None keeps all).
+    """
+    checkpoints_dir = Path(checkpoints_dir)
+    checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    final = checkpoints_dir / checkpoint_name(step)
+    tmp = checkpoints_dir / f".tmp-{checkpoint_name(step)}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+
+    model.save_pretrained(tmp, state_dict=dict(model_state_dict) if model_state_dict is not None else None)
+    tokenizer.save_pretrained(tmp)
+    torch.save(dict(training_state), tmp / TRAINING_STATE_NAME)
+
+    files = {}
+    for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
+        _fsync_file(path)
+        files[str(path.relative_to(tmp))] = path.stat().st_size
+    manifest = {"version": MANIFEST_VERSION, "step": step, "files": files}
+    (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
+    _fsync_file(tmp / MANIFEST_NAME)
+    _fsync_dir(tmp)
+
+    if final.exists():  # the same step saved again (e.g. the final save right after a resume)
+        stale = checkpoints_dir / f".old-{final.name}-{os.getpid()}"
+        os.replace(final, stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    os.replace(tmp, final)
+    _fsync_dir(checkpoints_dir)
+    if keep_last:
+        prune_checkpoints(checkpoints_dir, keep_last)
+    return final
+
+
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a complete checkpoint (None when it is): missing manifest, missing or
+    truncated file."""
+    path = Path(path)
+    manifest_path = path / MANIFEST_NAME
+    if not manifest_path.is_file():
+        return f"no {MANIFEST_NAME} (the save did not finish)"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        return f"unreadable {MANIFEST_NAME}: {err}"
+    for name, size in files.items():
+        file = path / name
+        if not file.is_file():
+            return f"missing {name}"
+        if file.stat().st_size != size:
+            return f"{name} has {file.stat().st_size} bytes, the manifest says {size} (truncated or altered)"
+    return None
+
+
+def list_checkpoints(checkpoints_dir: str | Path, warn: bool = True) -> list[Path]:
+    """Complete checkpoints under ``checkpoints_dir``, oldest first; incomplete ones are skipped with a
+    warning."""
+    checkpoints_dir = Path(checkpoints_dir)
+    if not checkpoints_dir.is_dir():
+        return []
+    found = []
+    for path in checkpoints_dir.iterdir():
+        match = CHECKPOINT_PATTERN.match(path.name)
+        if not match or not path.is_dir():
+            continue
+        problem = checkpoint_problem(path)
+        if problem:
+            if warn:
+                warnings.warn(f"skipping incomplete checkpoint {path}: {problem}", stacklevel=2)
+            continue
+        found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(checkpoints_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint, or None."""
+    complete = list_checkpoints(checkpoints_dir)
+    return complete[-1] if complete else None
+
+
+def prune_checkpoints(checkpoints_dir: str | Path, keep_last: int) -> None:
+    """Delete all but the ``keep_last`` newest complete checkpoints, and leftovers of interrupted saves."""
+    checkpoints_dir = Path(checkpoints_dir)
+    complete = list_checkpoints(checkpoints_dir, warn=False)
+    for path in complete[: max(0, len(complete) - keep_last)]:
+        shutil.rmtree(path, ignore_errors=True)
+    for path in checkpoints_dir.glob(".tmp-*"):
+        if path.is_dir() and not path.name.endswith(f"-{os.getpid()}"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def load_training_state(path: str | Path) -> dict[str, Any]:
+    """Read ``training_state.pt`` of a checkpoint (a file this library wrote, so a full unpickle is used:
+    it holds numpy and Python RNG states, which ``weights_only`` loading refuses)."""
+    return torch.load(Path(path) / TRAINING_STATE_NAME, map_location="cpu", weights_only=False)
+
+
+__all__ = [
+    "MANIFEST_NAME",
+    "TRAINING_STATE_NAME",
+    "checkpoint_name",
+    "checkpoint_problem",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_training_state",
+    "prune_checkpoints",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+]

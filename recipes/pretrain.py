@@ -1,0 +1,323 @@
+"""Masked-language-model pretraining of a genolm model (the Nucleotide Transformer / AgroNT recipe).
+
+    accelerate launch recipes/pretrain.py --config recipes/configs/quickstart.yaml
+    python recipes/pretrain.py --config recipes/configs/debug.yaml --max_steps 20 --output_dir runs/debug
+    accelerate launch --config_file recipes/accelerate/gpu_fsdp.yaml recipes/pretrain.py \
+        --config recipes/configs/nt-v2-500m.yaml
+    PJRT_DEVICE=TPU python recipes/pretrain.py --config recipes/configs/agront-1b.yaml --parallel xla_fsdp
+
+Settings come from the typed ``PretrainConfig`` (``genolm/training/config.py``; ``--help`` lists them): its
+defaults, then the ``--config`` YAML, then ``--<key> VALUE`` overrides. The script reads top to bottom:
+config, distribution, model, data, optimizer, resume, loop, final report. Distribution lives in
+``genolm/parallel.py``; the loop below is the same for CPU, GPUs (DDP / FSDP2) and TPU (SPMD FSDPv2).
+
+Each logging step appends one JSON line to ``OUTPUT_DIR/log.jsonl``. Checkpoints (Hugging Face model +
+tokenizer + optimizer/scheduler/RNG/data state) go to ``OUTPUT_DIR/checkpoints/step-*``; ``--resume``
+continues from the newest complete one with exactly the batches an uninterrupted run would see.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+
+from genolm import GenoLMConfig, GenoLMForMaskedLM, GenoLMTokenizer, parallel
+from genolm.training import (
+    BatchStream,
+    JsonlLogger,
+    MLMCollator,
+    build_scheduler,
+    evaluate,
+    fill_mask_example,
+    fixed_batches,
+    flops_per_token,
+    latest_checkpoint,
+    load_training_state,
+    mfu,
+    mlm_loss,
+    parse_config,
+    peak_flops,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from genolm.training.data import build_datasets, take
+
+
+def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.AdamW:
+    """AdamW; no weight decay on biases, LayerNorm weights and embeddings (one-dimensional or embedding)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.dim() < 2 or "embeddings" in name else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    # ---------------------------------------------------------------------------------------------
+    # config and distribution
+    # ---------------------------------------------------------------------------------------------
+    cfg = parse_config(argv)
+    transformers.utils.logging.disable_progress_bar()  # checkpoint writes would interleave with our bar
+    backend = parallel.resolve_backend(cfg.parallel)
+    out_dir = Path(cfg.output_dir)
+    checkpoints_dir = out_dir / "checkpoints"
+    rt = parallel.setup(backend, cfg.mixed_precision, project_dir=str(out_dir), report_to=cfg.report_to)
+    say = print if rt.is_main_process else (lambda *a, **k: None)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    resume_from = latest_checkpoint(checkpoints_dir) if cfg.resume else None
+    if cfg.resume and resume_from is None:
+        say(f"--resume: no complete checkpoint in {checkpoints_dir}; starting from scratch")
+
+    # ---------------------------------------------------------------------------------------------
+    # model (a resume takes the architecture and weights from the checkpoint)
+    # ---------------------------------------------------------------------------------------------
+    load_kwargs = {"attn_implementation": cfg.attn_implementation}
+    if resume_from is not None:
+        model = GenoLMForMaskedLM.from_pretrained(resume_from, **load_kwargs)
+    elif cfg.init_from:
+        model = GenoLMForMaskedLM.from_pretrained(cfg.init_from, **load_kwargs)
+    else:
+        model_config = GenoLMConfig.from_preset(cfg.model, **cfg.model_overrides)
+        model_config._attn_implementation = cfg.attn_implementation
+        model = GenoLMForMaskedLM(model_config)
+    model_config = model.config
+    # Projecting only the masked ~15 % of positions saves most of the LM head, but its shape depends on
+    # the data, which XLA would recompile for at every step: off under XLA.
+    sparse = (not rt.is_xla) if cfg.sparse_prediction == "auto" else bool(cfg.sparse_prediction)
+    model_config.sparse_prediction = sparse
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    seq_len = cfg.max_tokens + 1  # <cls> + window
+    if seq_len > model_config.max_tokens:
+        raise ValueError(f"max_tokens={cfg.max_tokens} (+1 for <cls>) exceeds the model's {model_config.max_tokens} positions")
+    tokenizer = GenoLMTokenizer(vocab_layout=model_config.vocab_layout, k=model_config.k)
+    n_params = sum(p.numel() for p in model.parameters())
+
+    # ---------------------------------------------------------------------------------------------
+    # data: a resumable stream of fixed-shape masked batches, and fixed validation batches
+    # ---------------------------------------------------------------------------------------------
+    host_batch = cfg.batch_size * rt.local_devices  # under XLA SPMD one process feeds all its devices
+    train_ds, val_ds = build_datasets(cfg, tokenizer)
+    masking = dict(
+        mlm_probability=cfg.mlm_probability,
+        mask_replace_prob=cfg.mask_replace_prob,
+        random_replace_prob=cfg.random_replace_prob,
+        soft_mask_weight=cfg.soft_mask_weight,
+    )
+    collator = MLMCollator.from_tokenizer(
+        tokenizer, seq_len, vocab_size=model_config.vocab_size, seed=cfg.seed + rt.process_index, **masking
+    )
+    stream = BatchStream(
+        train_ds, collator, host_batch, cfg.shuffle_buffer, cfg.seed + rt.process_index,
+        rt.process_index, rt.num_processes,
+    )
+    val_collator = MLMCollator.from_tokenizer(
+        tokenizer, seq_len, vocab_size=model_config.vocab_size, seed=cfg.seed + 12345, **masking
+    )
+    val_rows = take(val_ds, cfg.eval_batches * host_batch)
+    val_batches = fixed_batches(val_rows, val_collator, host_batch)
+    if not val_batches:
+        say(f"warning: the validation split has {len(val_rows)} windows, fewer than one batch of {host_batch}")
+
+    # ---------------------------------------------------------------------------------------------
+    # distribution, optimizer, schedule
+    # ---------------------------------------------------------------------------------------------
+    model, optimizer = rt.prepare(model, lambda m: make_optimizer(m, cfg))
+    scheduler = build_scheduler(
+        optimizer, cfg.lr, warmup_steps=cfg.warmup_steps, init_lr=cfg.init_lr, decay=cfg.decay,
+        max_steps=cfg.max_steps, min_lr=cfg.min_lr,
+    )
+    step, tokens_seen, val_before = 0, 0, None
+    if resume_from is not None:
+        state = load_training_state(resume_from)
+        rt.load_optimizer_state_dict(model, optimizer, state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        streams = state["streams"]
+        if rt.process_index < len(streams):
+            stream.load_state_dict(streams[rt.process_index])
+        set_rng_state(state["rng"])
+        step, tokens_seen, val_before = state["step"], state["tokens_seen"], state.get("val_before")
+        say(f"resumed from {resume_from} at step {step}")
+
+    tokens_per_step = host_batch * rt.num_processes * cfg.gradient_accumulation_steps * seq_len
+    flops_token = flops_per_token(model_config, seq_len, cfg.mlm_probability if sparse else 1.0)
+    peak = peak_flops(rt.device_kind) if rt.device_kind else None
+    # Virtual XLA CPU devices share the host's cores: a CPU run is measured against one CPU.
+    peak_devices = 1 if rt.device_kind == "cpu" else rt.num_devices
+    say(
+        f"genolm pretraining | backend {rt.backend} on {rt.num_devices} x {rt.device_kind or rt.device.type} "
+        f"({rt.num_processes} process(es)) | precision {rt.mixed_precision}\n"
+        f"model {cfg.model if not (resume_from or cfg.init_from) else 'from checkpoint'}: "
+        f"{n_params / 1e6:.2f} M parameters, sparse LM head {sparse}, checkpointing {cfg.gradient_checkpointing}\n"
+        f"batch: {host_batch * rt.num_processes} x {seq_len} tokens x {cfg.gradient_accumulation_steps} "
+        f"accumulation = {tokens_per_step:,} tokens/step | {cfg.max_steps} steps | "
+        f"{flops_token / 1e6:.1f} MFLOPs/token | output {out_dir}"
+    )
+    if rt.is_xla:
+        sharding = rt.sharding_summary(model)
+        n_sharded = sum(spec != "replicated" for spec in sharding.values())
+        say(f"XLA SPMD mesh {tuple(rt.mesh.mesh_shape)} {rt.mesh.axis_names}: {n_sharded}/{len(sharding)} parameters sharded")
+        if rt.is_main_process:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "sharding.json").write_text(json.dumps(sharding, indent=1))
+
+    log = JsonlLogger(out_dir / "log.jsonl", resume_step=step if resume_from is not None else None)
+    rt.init_trackers(cfg.run_name, cfg.to_dict())
+
+    if val_before is None and val_batches:
+        val_before = evaluate(model, val_batches, rt)
+        say(f"validation before training: loss {val_before['loss']:.4f}, perplexity {val_before['perplexity']:.2f}")
+
+    def save(step: int) -> Path | None:
+        # Every process takes part (FSDP gathers shards); the main process writes.
+        weights = rt.model_state_dict(model)
+        optimizer_state = rt.optimizer_state_dict(model, optimizer)
+        streams = rt.gather_object(stream.state_dict())
+        path = None
+        if rt.is_main_process:
+            training_state = {
+                "step": step,
+                "tokens_seen": tokens_seen,
+                "optimizer": optimizer_state,
+                "scheduler": scheduler.state_dict(),
+                "streams": streams,
+                "rng": rng_state(),
+                "val_before": val_before,
+                "config": cfg.to_dict(),
+                "backend": rt.backend,
+            }
+            path = save_checkpoint(
+                checkpoints_dir, step, rt.unwrap(model), tokenizer, training_state,
+                model_state_dict=weights, keep_last=cfg.keep_checkpoints,
+            )
+        rt.wait_for_everyone()
+        return path
+
+    # ---------------------------------------------------------------------------------------------
+    # training loop
+    # ---------------------------------------------------------------------------------------------
+    progress = None
+    if cfg.progress_bar and rt.is_main_process:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=cfg.max_steps, initial=step, desc="pretrain", dynamic_ncols=True)
+    model.train()
+    batches = rt.device_batches(stream)
+    window_start, window_steps = time.perf_counter(), 0
+    last_checkpoint = None
+    while step < cfg.max_steps:
+        for micro in range(cfg.gradient_accumulation_steps):
+            batch = next(batches)
+            last = micro == cfg.gradient_accumulation_steps - 1
+            with rt.no_sync(model, sync=last), rt.autocast():
+                output = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+                loss = output.loss
+                if "loss_weights" in batch:  # soft-masked tokens down-weighted
+                    loss = mlm_loss(output.logits, batch["labels"], batch["loss_weights"], sparse=sparse)
+            rt.backward(loss / cfg.gradient_accumulation_steps)
+        grad_norm = rt.clip_grad_norm(model, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        rt.step_end()  # XLA: the step's graph is cut and executed here
+        step += 1
+        window_steps += 1
+        tokens_seen += tokens_per_step
+        if progress is not None:
+            progress.update(1)
+
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            # Host sync: the loss and the gradient norm come back from the device once per logging step.
+            loss_value = rt.reduce_mean(loss.detach().float()).item()
+            norm_value = float(grad_norm)
+            elapsed = time.perf_counter() - window_start
+            tokens_per_s = window_steps * tokens_per_step / elapsed
+            record = {
+                "step": step,
+                "loss": loss_value,
+                "lr": scheduler.get_last_lr()[0],
+                "grad_norm": norm_value,
+                "tokens_per_s": tokens_per_s,
+                "tokens_per_s_per_device": tokens_per_s / rt.num_devices,
+                "mfu": mfu(tokens_per_s, flops_token, peak, peak_devices),
+                "tokens_seen": tokens_seen,
+            }
+            if rt.is_xla:
+                record["xla_compiles"] = rt.compile_count()
+            if cfg.eval_every and step % cfg.eval_every == 0 and val_batches:
+                val = evaluate(model, val_batches, rt)
+                record["val_loss"], record["val_perplexity"] = val["loss"], val["perplexity"]
+            if rt.is_main_process:
+                log.write(record)
+                rt.log(record, step)
+                if progress is not None:
+                    progress.set_postfix(loss=f"{loss_value:.3f}", lr=f"{record['lr']:.1e}")
+                else:
+                    print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+            window_start, window_steps = time.perf_counter(), 0
+        elif cfg.eval_every and step % cfg.eval_every == 0 and val_batches:
+            val = evaluate(model, val_batches, rt)
+            if rt.is_main_process:
+                log.write({"step": step, "val_loss": val["loss"], "val_perplexity": val["perplexity"]})
+
+        if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.max_steps:
+            last_checkpoint = save(step)
+    if progress is not None:
+        progress.close()
+    if last_checkpoint is None and rt.is_main_process:  # resumed a finished run
+        last_checkpoint = latest_checkpoint(checkpoints_dir)
+
+    # ---------------------------------------------------------------------------------------------
+    # final report
+    # ---------------------------------------------------------------------------------------------
+    val_after = evaluate(model, val_batches, rt) if val_batches else None
+    summary: dict[str, Any] = {"step": step, "checkpoint": str(last_checkpoint) if last_checkpoint else None}
+    if val_after is not None and val_before is not None:
+        summary.update(
+            val_loss_before=val_before["loss"], val_loss_after=val_after["loss"],
+            val_perplexity_before=val_before["perplexity"], val_perplexity_after=val_after["perplexity"],
+            val_per_species_after=val_after["per_species"],
+        )
+        if rt.is_main_process:
+            log.write({"step": step, "val_loss": val_after["loss"], "val_perplexity": val_after["perplexity"]})
+            rt.log({"val_loss": val_after["loss"], "val_perplexity": val_after["perplexity"]}, step)
+        say(
+            f"validation perplexity: {val_before['perplexity']:.2f} before -> {val_after['perplexity']:.2f} after "
+            f"(loss {val_before['loss']:.4f} -> {val_after['loss']:.4f}; a uniform guess over the "
+            f"{len(collator.random_token_ids):,} tokens is {len(collator.random_token_ids):,})"
+        )
+        for species, value in val_after["per_species"].items():
+            say(f"  {species}: loss {value:.4f}, perplexity {math.exp(value):.2f}")
+    if rt.is_main_process and last_checkpoint is not None:
+        say(f"checkpoint: {last_checkpoint}  (AutoModelForMaskedLM.from_pretrained after `import genolm`)")
+        if cfg.fill_mask_example and val_rows:
+            # The demonstration reloads the saved checkpoint on the CPU: it shows the export works too.
+            trained = GenoLMForMaskedLM.from_pretrained(last_checkpoint)
+            trained.config.sparse_prediction = False
+            sequence = tokenizer.decode_genome(val_rows[0]["input_ids"])[:600]
+            say(fill_mask_example(trained, tokenizer, sequence))
+    rt.end()
+    return summary
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,214 @@
+"""The pretraining recipe: configs, a short CPU run, checkpoints, and SIGKILL-and-resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from genolm.training import checkpoint as ckpt
+from genolm.training.config import (
+    PretrainConfig,
+    config_from_dict,
+    dump_yaml,
+    load_yaml,
+    parse_config,
+)
+from genolm.training.metrics import read_log
+
+REPO = Path(__file__).resolve().parents[1]
+PRETRAIN_CONFIGS = ("quickstart", "debug", "agront-1b", "nt-v2-500m")  # the configs of recipes/pretrain.py
+CONFIGS = [REPO / "recipes" / "configs" / f"{name}.yaml" for name in PRETRAIN_CONFIGS]
+DEBUG = REPO / "recipes" / "configs" / "debug.yaml"
+
+
+def _load_recipe():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pretrain_recipe", REPO / "recipes" / "pretrain.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_shipped_configs_parse(path):
+    config = config_from_dict(load_yaml(path), origin=str(path))
+    from genolm import GenoLMConfig
+
+    model_config = GenoLMConfig.from_preset(config.model, **config.model_overrides)
+    assert config.max_tokens + 1 <= model_config.max_tokens, path
+
+
+def test_cli_overrides(tmp_path):
+    config = parse_config(
+        ["--config", str(DEBUG), "--max_steps", "3", "--lr", "3e-4", "--model_overrides.hidden_size", "32",
+         "--data_options.block_size=2000", "--resume", "--sources", "[a.fa, b.fa]"]
+    )
+    assert config.max_steps == 3 and config.lr == 3e-4 and config.resume is True
+    assert config.model_overrides == {"hidden_size": 32}
+    assert config.data_options["block_size"] == 2000 and config.data_options["validation_fraction"] == 0.1
+    assert config.sources == ["a.fa", "b.fa"]
+    assert parse_config(["--resume", "false"]).resume is False
+    # A dump reloads to the same config.
+    (tmp_path / "c.yaml").write_text(dump_yaml(config))
+    assert config_from_dict(load_yaml(tmp_path / "c.yaml")) == config
+
+
+def test_config_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("max_step: 3\n")
+    with pytest.raises(ValueError, match=r"bad.yaml.*unknown key.*max_step"):
+        parse_config(["--config", str(bad)])
+    with pytest.raises(ValueError, match="max_steps"):
+        config_from_dict({"max_steps": "many"})
+    with pytest.raises(SystemExit):
+        parse_config(["--parallel", "mpi"])
+    with pytest.raises(ValueError, match="batch_size"):
+        PretrainConfig(batch_size=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# checkpoints
+# --------------------------------------------------------------------------------------------------
+def _tiny(tokenizer):
+    from genolm import GenoLMConfig, GenoLMForMaskedLM
+
+    torch.manual_seed(0)
+    return GenoLMForMaskedLM(GenoLMConfig.from_preset("tiny"))
+
+
+def test_checkpoint_roundtrip_and_pruning(tmp_path, tokenizer):
+    from transformers import AutoModelForMaskedLM
+
+    import genolm  # noqa: F401  (registers the Auto classes)
+
+    model = _tiny(tokenizer)
+    for step in (1, 2, 3):
+        path = ckpt.save_checkpoint(tmp_path, step, model, tokenizer, {"step": step, "rng": ckpt.rng_state()}, keep_last=2)
+    assert path.name == "step-00000003"
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-00000002", "step-00000003"]
+    assert not list(tmp_path.glob(".tmp-*"))
+    reloaded = AutoModelForMaskedLM.from_pretrained(path)
+    for (name, a), b in zip(model.state_dict().items(), reloaded.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert ckpt.load_training_state(path)["step"] == 3
+    manifest = json.loads((path / ckpt.MANIFEST_NAME).read_text())
+    assert {"model.safetensors", "config.json", "tokenizer.json", ckpt.TRAINING_STATE_NAME} <= set(manifest["files"])
+
+
+def test_truncated_checkpoint_is_skipped(tmp_path, tokenizer):
+    model = _tiny(tokenizer)
+    for step in (1, 2):
+        ckpt.save_checkpoint(tmp_path, step, model, tokenizer, {"step": step})
+    newest = tmp_path / "step-00000002"
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a half-written file
+    with pytest.warns(UserWarning, match=r"step-00000002.*model.safetensors.*truncated"):
+        assert ckpt.latest_checkpoint(tmp_path).name == "step-00000001"
+    # A save interrupted before its manifest (and its temporary folder) are never picked up either.
+    (tmp_path / "step-00000003").mkdir()
+    (tmp_path / ".tmp-step-00000004-1").mkdir()
+    with pytest.warns(UserWarning, match="step-00000003.*did not finish"):
+        assert ckpt.latest_checkpoint(tmp_path).name == "step-00000001"
+
+
+# --------------------------------------------------------------------------------------------------
+# runs
+# --------------------------------------------------------------------------------------------------
+def _debug_args(out: Path, *extra: str) -> list[str]:
+    return ["--config", str(DEBUG), "--output_dir", str(out), *extra]
+
+
+def test_debug_run_logs_and_checkpoints(tmp_path, capsys):
+    recipe = _load_recipe()
+    summary = recipe.main(
+        _debug_args(tmp_path, "--max_steps", "6", "--checkpoint_every", "3", "--fill_mask_example", "true",
+                    "--report_to", "tensorboard")
+    )
+    records = [r for r in read_log(tmp_path / "log.jsonl") if "loss" in r]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    for record in records:
+        assert {"step", "loss", "lr", "grad_norm", "tokens_per_s", "mfu"} <= set(record)
+        assert record["loss"] > 0 and record["tokens_per_s"] > 0
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "checkpoints")] == ["step-00000003", "step-00000006"]
+    assert summary["checkpoint"].endswith("step-00000006")
+    assert summary["val_loss_before"] > 0 and summary["val_loss_after"] > 0
+    out = capsys.readouterr().out
+    assert "validation perplexity:" in out and "fill-mask" in out
+    assert list(tmp_path.rglob("events.out.tfevents.*")), "no TensorBoard event file"
+
+
+def test_wandb_offline(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    _load_recipe().main(_debug_args(tmp_path, "--max_steps", "2", "--checkpoint_every", "0", "--report_to", "wandb"))
+    assert list(tmp_path.rglob("offline-run-*")), "no offline wandb run recorded"
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"run ended (code {process.returncode}) before {path} appeared")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"{path} did not appear in {timeout} s")
+        time.sleep(0.005)
+
+
+def test_sigkill_and_resume_gives_identical_losses(tmp_path, capsys):
+    """A run killed with SIGKILL right after its step-4 checkpoint, then resumed, logs the same per-step
+    losses as an uninterrupted run."""
+    common = ["--max_steps", "10", "--checkpoint_every", "4", "--keep_checkpoints", "5", "--max_tokens", "127",
+              "--batch_size", "8"]
+    reference = tmp_path / "reference"
+    _load_recipe().main(_debug_args(reference, *common))
+    expected = {r["step"]: r["loss"] for r in read_log(reference / "log.jsonl") if "loss" in r}
+    assert sorted(expected) == list(range(1, 11))
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, str(REPO / "recipes" / "pretrain.py"), *_debug_args(killed, *common)]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_for(killed / "checkpoints" / "step-00000004", process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    partial = [r["step"] for r in read_log(killed / "log.jsonl") if "loss" in r]
+    assert max(partial) < 10
+
+    _load_recipe().main(_debug_args(killed, *common, "--resume"))  # in this process: the state is all on disk
+    assert "resumed from" in capsys.readouterr().out
+    got = {r["step"]: r["loss"] for r in read_log(killed / "log.jsonl") if "loss" in r}
+    assert sorted(got) == list(range(1, 11))
+    for step in expected:
+        assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-6), step
+
+
+@pytest.mark.parametrize("preset", ["tiny", "nt-v2-50m"])
+def test_flops_per_token_counts_the_model_matmuls(preset):
+    """FLOPs/token against a count from the instantiated model: 2 x (weights of every linear layer) plus
+    the attention score and value products, x3 for training; the sparse head scales only the LM head."""
+    from genolm import GenoLMConfig, GenoLMForMaskedLM
+    from genolm.training import flops_per_token
+
+    config = GenoLMConfig.from_preset(preset, num_hidden_layers=2)
+    model = GenoLMForMaskedLM(config)
+    layer_weights = sum(m.weight.numel() for m in model.genolm.encoder.modules() if isinstance(m, torch.nn.Linear))
+    head_weights = sum(m.weight.numel() for m in model.lm_head.modules() if isinstance(m, torch.nn.Linear))
+    seq = 101
+    attention = 4 * seq * config.hidden_size * config.num_hidden_layers
+    assert flops_per_token(config, seq, training=False) == 2 * layer_weights + attention + 2 * head_weights
+    assert flops_per_token(config, seq) == 3 * (2 * layer_weights + attention + 2 * head_weights)
+    sparse = flops_per_token(config, seq, lm_head_fraction=0.15, training=False)
+    assert sparse == pytest.approx(2 * layer_weights + attention + 0.3 * head_weights)
