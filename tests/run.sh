@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # genolm's test command: build (or reuse) the cached test environment, then run
 #   1. ruff, 2. the CPU suite, 3. the XLA stage (torch-xla on 4 virtual CPU devices), 4. the slow tests.
-# Environments live outside the clone, in $GENOLM_CACHE (default ~/.cache/genolm-ci), keyed by a hash of the
+# Environments live outside the clone, in $GENOLM_CI_CACHE (default ~/.cache/genolm-ci), keyed by a hash of the
 # dependency pins, so a rerun reuses them and a fresh machine builds them.
 # Skip stages with GENOLM_SKIP_XLA=1 or GENOLM_SKIP_SLOW=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-CACHE=${GENOLM_CACHE:-$HOME/.cache/genolm-ci}
+CACHE=${GENOLM_CI_CACHE:-$HOME/.cache/genolm-ci}
+export GENOLM_CI_CACHE=$CACHE
 PYTHON=${PYTHON:-python3}
 TORCH_PIN="torch==2.13.0"   # the CPU wheel; see README "Install"
 
-key=$({ cat setup.cfg; echo "$TORCH_PIN"; "$PYTHON" --version; } | sha256sum | cut -c1-16)
+key=$({ cat setup.cfg; echo "$TORCH_PIN [test,wandb]"; "$PYTHON" --version; } | sha256sum | cut -c1-16)
 VENV="$CACHE/cpu-$key"
 if [ ! -f "$VENV/.complete" ]; then
     echo "== building the test environment in $VENV"
@@ -19,7 +20,7 @@ if [ ! -f "$VENV/.complete" ]; then
     mkdir -p "$CACHE"
     "$PYTHON" -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --upgrade pip
-    "$VENV/bin/pip" install --quiet "$TORCH_PIN" -e ".[test]"
+    "$VENV/bin/pip" install --quiet "$TORCH_PIN" -e ".[test,wandb]"
     touch "$VENV/.complete"
 fi
 # The cached environment holds the dependencies; genolm itself is (re)installed from this clone.

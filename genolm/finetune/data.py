@@ -1,0 +1,632 @@
+"""Labelled sequences for fine-tuning: reading tables or FASTA + label table, label encoding, tokenization
+with explicit handling of long records (truncation or windows), and batching.
+
+Input formats (by file suffix, optionally ``.gz``):
+
+- ``.csv``, ``.tsv`` / ``.tab``, ``.parquet`` / ``.pq``, ``.jsonl`` / ``.ndjson`` / ``.json`` (JSON lines):
+  one record per row, the DNA in ``sequence_column`` and the labels in ``label_columns`` (default ``label``,
+  else ``labels``); an ``id``/``name`` column, if present, names records in predictions and messages.
+- FASTA (``.fa``, ``.fasta``, ``.fna``, ...): records keyed by their id, with labels from a separate table
+  (``labels_file``) that has an ``id_column``.
+
+Labels by task:
+
+- ``classification``: one value per record, integer class ids (``0 .. C-1``) or class names (sorted to ids).
+- ``regression``: one number per record, several numeric columns, or a list per cell (multi-output).
+- ``multilabel``: several 0/1 columns, or a list of 0/1 per cell (e.g. PGB chromatin ``labels``).
+- ``token_classification``: one label per nucleotide: a list of integers (negative = unlabelled) or a string
+  of the sequence's length with one symbol per base (digits are class ids; other symbols are class names).
+
+Coordinates inside records are 0-based.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100  # label of positions without a label (the loss and metrics skip them)
+SEQUENCE_TASKS = ("classification", "regression", "multilabel")
+FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas", ".ffn", ".mfa")
+ID_COLUMNS = ("id", "name", "record_id", "seq_id")
+MAX_CLASSES = 100_000  # integer labels above this are not class ids
+
+
+# ----------------------------------------------------------------------------------------------------------
+# reading
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class Records:
+    """Labelled records of one split (raw labels, before encoding).
+
+    ``labels`` holds one entry per record: a scalar, a list (multi-output / per-nucleotide), or a string of
+    per-nucleotide symbols. ``label_names`` are the label columns when several were read.
+    """
+
+    ids: list[str]
+    sequences: list[str]
+    labels: list[Any]
+    source: str
+    label_names: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def subset(self, index: Sequence[int], source: str | None = None) -> Records:
+        return Records(
+            ids=[self.ids[i] for i in index],
+            sequences=[self.sequences[i] for i in index],
+            labels=[self.labels[i] for i in index],
+            source=source or self.source,
+            label_names=self.label_names,
+        )
+
+
+def _suffix(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in (".gz", ".bgz"):
+        suffixes = suffixes[:-1]
+    return suffixes[-1] if suffixes else ""
+
+
+def is_fasta(path: str | Path) -> bool:
+    """Whether ``path`` names a FASTA file (by suffix, ``.gz`` allowed)."""
+    return _suffix(Path(path)) in FASTA_SUFFIXES
+
+
+def read_table(path: str | Path, text_columns: Sequence[str] = ()) -> pd.DataFrame:
+    """Read a CSV, TSV, Parquet or JSON-lines table (chosen by suffix; ``.gz`` allowed for text formats).
+
+    ``text_columns`` of CSV / TSV files are kept as text (a per-nucleotide label string such as ``"0012"``
+    would otherwise be read as a number).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    suffix = _suffix(path)
+    dtype = dict.fromkeys(text_columns, str)
+    if suffix == ".csv":
+        return pd.read_csv(path, dtype=dtype)
+    if suffix in (".tsv", ".tab", ".txt"):
+        return pd.read_csv(path, sep="\t", dtype=dtype)
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return pd.read_json(path, lines=True)
+    raise ValueError(
+        f"{path}: unknown table format {suffix!r}; use .csv, .tsv, .parquet or .jsonl (or FASTA)"
+    )
+
+
+def read_fasta(path: str | Path) -> tuple[list[str], list[str]]:
+    """Record ids and upper-case sequences of a FASTA file (plain, gzip or bgzip)."""
+    from ..data.fasta import iter_fasta_blocks
+
+    ids: list[str] = []
+    pieces: list[list[bytes]] = []
+    for seq_id, start, bases in iter_fasta_blocks(path):
+        if start == 0:
+            ids.append(seq_id)
+            pieces.append([])
+        pieces[-1].append(bases)
+    return ids, [b"".join(p).decode("ascii").upper() for p in pieces]
+
+
+def _clean_sequence(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{where}: missing or empty sequence ({value!r})")
+    return "".join(value.split()).upper()
+
+
+def _resolve_label_columns(
+    columns: Sequence[str], label_columns: Sequence[str] | None, where: str
+) -> list[str]:
+    if label_columns:
+        missing = [c for c in label_columns if c not in columns]
+        if missing:
+            raise ValueError(f"{where}: label column(s) {missing} not found; columns: {list(columns)}")
+        return list(label_columns)
+    for name in ("label", "labels"):
+        if name in columns:
+            return [name]
+    raise ValueError(f"{where}: no 'label' or 'labels' column (columns: {list(columns)}); set label_columns")
+
+
+def load_records(
+    path: str | Path,
+    sequence_column: str = "sequence",
+    label_columns: Sequence[str] | None = None,
+    labels_file: str | Path | None = None,
+    id_column: str = "id",
+    task: str | None = None,
+) -> Records:
+    """Read one split.
+
+    Args:
+        path: a table with ``sequence_column``, or a FASTA file (then ``labels_file`` is required).
+        sequence_column: column of the DNA sequence (tables only).
+        label_columns: label column(s); default ``label``, else ``labels``.
+        labels_file: table of labels keyed by FASTA record id (column ``id_column``).
+        id_column: id column of ``labels_file``; for tables, the first of ``id_column``, ``id``, ``name`` found
+            names the records (else the 0-based row number).
+        task: with ``"token_classification"`` the label column of CSV / TSV files is read as text.
+
+    Returns:
+        :class:`Records` in file order.
+    """
+    path = Path(path)
+    text_columns = ["label", "labels", *(label_columns or ())] if task == "token_classification" else []
+    if is_fasta(path):
+        if labels_file is None:
+            raise ValueError(
+                f"{path}: a FASTA input needs labels_file (a table of labels keyed by record id)"
+            )
+        ids, sequences = read_fasta(path)
+        table = read_table(labels_file, text_columns=[*text_columns, id_column])
+        if id_column not in table.columns:
+            raise ValueError(f"{labels_file}: no id column {id_column!r} (columns: {list(table.columns)})")
+        columns = _resolve_label_columns(table.columns, label_columns, str(labels_file))
+        table[id_column] = table[id_column].astype(str)
+        duplicated = table[id_column][table[id_column].duplicated()]
+        if len(duplicated):
+            raise ValueError(f"{labels_file}: record id {duplicated.iloc[0]!r} appears more than once")
+        table = table.set_index(id_column)
+        missing = [i for i in ids if i not in table.index]
+        if missing:
+            raise ValueError(
+                f"{path}: {len(missing)} record(s) have no row in {labels_file}, e.g. {missing[0]!r} "
+                f"(matched on column {id_column!r})"
+            )
+        rows = table.loc[ids, columns]
+        sequences = [_clean_sequence(s, f"{path}: record {i!r}") for i, s in zip(ids, sequences)]
+    else:
+        table = read_table(path, text_columns=text_columns)
+        if sequence_column not in table.columns:
+            raise ValueError(
+                f"{path}: no sequence column {sequence_column!r} (columns: {list(table.columns)})"
+            )
+        columns = _resolve_label_columns(table.columns, label_columns, str(path))
+        id_col = next((c for c in (id_column, *ID_COLUMNS) if c in table.columns), None)
+        ids = table[id_col].astype(str).tolist() if id_col else [str(i) for i in range(len(table))]
+        # row r of the table is line r + 2 of a CSV/TSV (header first)
+        sequences = [
+            _clean_sequence(s, f"{path}: row {r} (id {i!r})")
+            for r, (i, s) in enumerate(zip(ids, table[sequence_column]))
+        ]
+        rows = table[columns]
+    if len(columns) == 1:
+        labels = rows[columns[0]].tolist()
+        names = None
+    else:
+        labels = [np.asarray(v, dtype=np.float64) for v in rows.to_numpy(dtype=np.float64)]
+        names = list(columns)
+    if not sequences:
+        raise ValueError(f"{path}: no records")
+    return Records(ids=ids, sequences=sequences, labels=labels, source=str(path), label_names=names)
+
+
+def split_validation(records: Records, fraction: float, seed: int) -> tuple[Records, Records]:
+    """Hold out a random ``fraction`` of ``records`` (at least one) as a validation split; file order kept."""
+    n = len(records)
+    n_val = max(1, int(round(n * fraction)))
+    if n_val >= n:
+        raise ValueError(f"{records.source}: {n} record(s) are too few to hold out a validation split")
+    order = np.random.default_rng(seed).permutation(n)
+    val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+    return (
+        records.subset(train.tolist(), f"{records.source} (train part)"),
+        records.subset(val.tolist(), f"{records.source} (validation part)"),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# labels
+# ----------------------------------------------------------------------------------------------------------
+def _as_vector(value: Any, where: str) -> np.ndarray:
+    """A list-like label cell (list, array, JSON text, or text separated by commas/semicolons/spaces)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            value = json.loads(text)
+        else:
+            value = [v for v in re.split(r"[,;\s]+", text) if v]
+    try:
+        return np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: expected a list of numbers, got {value!r}") from None
+
+
+def _is_integer_like(value: Any) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return True
+    if isinstance(value, (int, np.integer)):
+        return True
+    if isinstance(value, (float, np.floating)):
+        return math.isfinite(value) and float(value).is_integer()
+    return False
+
+
+@dataclass
+class LabelSpec:
+    """How raw labels become model targets, fixed on the training split.
+
+    Attributes:
+        task: one of ``classification``, ``regression``, ``multilabel``, ``token_classification``.
+        num_labels: classes (classification, token) or outputs (regression, multilabel).
+        names: class names (classification, token) or output / label names.
+        symbols: token tasks with string labels: symbol -> class id.
+    """
+
+    task: str
+    num_labels: int
+    names: list[str]
+    class_index: dict[Any, int] | None = None
+    symbols: dict[str, int] | None = None
+
+    @classmethod
+    def fit(cls, task: str, records: Records, class_names: Sequence[str] | None = None) -> LabelSpec:
+        """Infer the label space from the training records.
+
+        ``class_names`` (classification, token classification) names classes ``0..C-1`` for integer labels,
+        or fixes the order of named classes; it may list classes absent from the training data.
+        """
+        where = records.source
+        if records.label_names and task in ("classification", "token_classification"):
+            raise ValueError(
+                f"{where}: {task} takes one label column, got {len(records.label_names)}: {records.label_names}"
+            )
+        if task == "classification":
+            values = records.labels
+            missing = [
+                i for i, v in enumerate(values) if v is None or (isinstance(v, float) and math.isnan(v))
+            ]
+            if missing:
+                raise ValueError(f"{where}: record {records.ids[missing[0]]!r} has no label")
+            if all(_is_integer_like(v) for v in values):
+                if min(values) < 0:
+                    raise ValueError(f"{where}: class ids must be >= 0 (found {min(values)})")
+                return cls._integer_classes(task, int(max(values)), class_names, where)
+            return cls._named_classes(task, sorted({str(v) for v in values}), class_names, where)
+        if task in ("regression", "multilabel"):
+            first = _as_vector(records.labels[0], f"{where}: record {records.ids[0]!r}")
+            width = first.size
+            if records.label_names:
+                names = list(records.label_names)
+            elif width == 1:
+                names = ["label"]
+            else:
+                names = [f"label_{j}" for j in range(width)]
+            return cls(task, width, names)
+        if task == "token_classification":
+            if all(isinstance(v, str) for v in records.labels):
+                chars = sorted(set("".join(records.labels)))
+                if all(c.isdigit() for c in chars):
+                    return cls._integer_classes(task, int(max(chars)), class_names, where)
+                spec = cls._named_classes(task, chars, class_names, where)
+                spec.symbols, spec.class_index = spec.class_index, None
+                return spec
+            top = max(int(_as_vector(v, where).max(initial=0)) for v in records.labels)
+            return cls._integer_classes(task, top, class_names, where)
+        raise ValueError(f"unknown task {task!r}")
+
+    @classmethod
+    def _integer_classes(
+        cls, task: str, top: int, class_names: Sequence[str] | None, where: str
+    ) -> LabelSpec:
+        if top >= MAX_CLASSES:
+            raise ValueError(f"{where}: class id {top} >= {MAX_CLASSES}; are these labels class ids?")
+        if class_names:
+            if top >= len(class_names):
+                raise ValueError(f"{where}: class id {top} but only {len(class_names)} class_names")
+            return cls(task, len(class_names), list(class_names))
+        n = max(2, top + 1)
+        return cls(task, n, [str(i) for i in range(n)])
+
+    @classmethod
+    def _named_classes(
+        cls, task: str, found: list[str], class_names: Sequence[str] | None, where: str
+    ) -> LabelSpec:
+        names = list(class_names) if class_names else found
+        unknown = sorted(set(found) - set(names))
+        if unknown:
+            raise ValueError(f"{where}: classes {unknown} are not in class_names {names}")
+        if len(names) < 2:
+            raise ValueError(f"{where}: only one class ({names[0]!r}) in the training labels")
+        return cls(task, len(names), names, class_index={n: i for i, n in enumerate(names)})
+
+    def encode(self, records: Records) -> np.ndarray | list[np.ndarray]:
+        """Targets of ``records``: (n,) int64 class ids; (n, num_labels) float32 for regression / multilabel;
+        for token classification one (len(sequence),) int64 array per record (-100 = no label)."""
+        where = records.source
+        if self.task == "classification":
+            out = np.empty(len(records), dtype=np.int64)
+            for r, value in enumerate(records.labels):
+                if self.class_index is None:
+                    if not _is_integer_like(value) or not 0 <= int(value) < self.num_labels:
+                        raise ValueError(
+                            f"{where}: record {records.ids[r]!r}: label {value!r} is not a class id in "
+                            f"0..{self.num_labels - 1} (classes fixed by the training data)"
+                        )
+                    out[r] = int(value)
+                else:
+                    if str(value) not in self.class_index:
+                        raise ValueError(
+                            f"{where}: record {records.ids[r]!r}: class {value!r} does not occur in the "
+                            f"training data (classes: {', '.join(self.names)})"
+                        )
+                    out[r] = self.class_index[str(value)]
+            return out
+        if self.task in ("regression", "multilabel"):
+            out = np.empty((len(records), self.num_labels), dtype=np.float32)
+            for r, value in enumerate(records.labels):
+                vector = _as_vector(value, f"{where}: record {records.ids[r]!r}")
+                if vector.size != self.num_labels:
+                    raise ValueError(
+                        f"{where}: record {records.ids[r]!r} has {vector.size} label value(s), expected "
+                        f"{self.num_labels}"
+                    )
+                if not np.isfinite(vector).all():
+                    raise ValueError(f"{where}: record {records.ids[r]!r} has a missing label value")
+                if self.task == "multilabel" and not np.isin(vector, (0.0, 1.0)).all():
+                    raise ValueError(f"{where}: record {records.ids[r]!r}: multi-label values must be 0 or 1")
+                out[r] = vector
+            return out
+        encoded = []
+        for r, (value, sequence) in enumerate(zip(records.labels, records.sequences)):
+            rid = f"{where}: record {records.ids[r]!r}"
+            if isinstance(value, str):
+                if self.symbols is None:
+                    if not value.isdigit():
+                        raise ValueError(
+                            f"{rid}: per-nucleotide labels must be digits, got {value[:20]!r}..."
+                        )
+                    labels = np.frombuffer(value.encode("ascii"), dtype=np.uint8).astype(np.int64) - ord("0")
+                else:
+                    unknown = set(value) - set(self.symbols)
+                    if unknown:
+                        raise ValueError(f"{rid}: label symbol(s) {sorted(unknown)} not in the training data")
+                    labels = np.array([self.symbols[c] for c in value], dtype=np.int64)
+            else:
+                labels = _as_vector(value, rid).astype(np.int64)
+            if labels.size != len(sequence):
+                raise ValueError(
+                    f"{rid}: {labels.size} per-nucleotide labels for a {len(sequence)} nt sequence"
+                )
+            labels[labels < 0] = IGNORE_INDEX
+            if (labels >= self.num_labels).any():
+                raise ValueError(f"{rid}: label {labels.max()} >= number of classes {self.num_labels}")
+            encoded.append(labels)
+        return encoded
+
+
+# ----------------------------------------------------------------------------------------------------------
+# tokenization and windows
+# ----------------------------------------------------------------------------------------------------------
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """0-based starts of windows of ``window`` nt every ``stride`` nt covering ``[0, length)``; the last window
+    is moved back to end at ``length`` (so all windows are full unless the record is shorter than one)."""
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window, stride))
+    starts.append(length - window)
+    return starts
+
+
+@dataclass
+class EncodedSplit:
+    """Model inputs of one split, one row per window (one window per record when truncating).
+
+    Attributes:
+        input_ids: per window, (tokens,) int64 ids with ``<cls>`` first; tokens <= max_length.
+        record: (n_windows,) index of the window's record.
+        labels: sequence tasks: (n_windows,) int64 or (n_windows, num_labels) float32; token tasks: per window
+            (tokens, k) (per nucleotide) or (tokens,) int64 with -100 where there is no label.
+        positions: token tasks: per window (tokens, k) int64 record coordinate of each nucleotide of each token,
+            -1 where there is none (``<cls>``, the missing bases of short tokens).
+        record_labels: the records' encoded labels (for scoring pooled predictions).
+        n_truncated: records (or windows) that did not fit in max_length tokens.
+    """
+
+    input_ids: list[np.ndarray]
+    record: np.ndarray
+    labels: Any
+    record_ids: list[str]
+    record_labels: Any
+    record_lengths: np.ndarray
+    positions: list[np.ndarray] | None = None
+    n_truncated: int = 0
+    longest_tokens: int = 0
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def n_records(self) -> int:
+        return len(self.record_ids)
+
+    @property
+    def n_tokens(self) -> int:
+        return int(sum(len(ids) for ids in self.input_ids))
+
+
+def _token_positions(offsets: np.ndarray, start: int, k: int) -> np.ndarray:
+    """(tokens, 2) character spans in a window starting at record coordinate ``start`` -> (tokens, k)."""
+    span = offsets[:, 1] - offsets[:, 0]
+    j = np.arange(k)
+    return np.where(j[None, :] < span[:, None], start + offsets[:, :1] + j[None, :], -1)
+
+
+def _majority(labels: np.ndarray, num_labels: int) -> np.ndarray:
+    """(tokens, k) labels (-100 = none) -> (tokens,) most frequent label per token (lowest on ties)."""
+    counts = np.stack([(labels == c).sum(1) for c in range(num_labels)], axis=1)
+    return np.where(counts.max(1) > 0, counts.argmax(1), IGNORE_INDEX)
+
+
+def encode_split(
+    records: Records,
+    spec: LabelSpec,
+    tokenizer: Any,
+    max_length: int,
+    long_sequences: str = "truncate",
+    window_stride: int | None = None,
+    per_nucleotide: bool = True,
+) -> EncodedSplit:
+    """Tokenize ``records`` into model inputs, handling records longer than ``max_length`` tokens.
+
+    ``long_sequences="truncate"`` keeps the first ``max_length`` tokens (``<cls>`` included) and logs a
+    warning with the count; ``"windows"`` cuts each record into windows of ``(max_length - 1) * k`` nt every
+    ``window_stride`` nt (default half a window), the last one aligned to the record's end; every window takes
+    the record's label (sequence tasks) or its own nucleotides' labels (token classification).
+    """
+    if long_sequences not in ("truncate", "windows"):
+        raise ValueError(f"long_sequences must be 'truncate' or 'windows', got {long_sequences!r}")
+    k = tokenizer.k
+    token_task = spec.task == "token_classification"
+    targets = spec.encode(records)
+    window_nt = (max_length - 1) * k
+    stride = window_stride or max(1, window_nt // 2)
+
+    pieces, piece_record, piece_start = [], [], []
+    for r, sequence in enumerate(records.sequences):
+        starts = window_starts(len(sequence), window_nt, stride) if long_sequences == "windows" else [0]
+        for start in starts:
+            end = start + window_nt if long_sequences == "windows" else len(sequence)
+            pieces.append(sequence[start:end])
+            piece_record.append(r)
+            piece_start.append(start)
+    encoding = tokenizer(
+        pieces, add_special_tokens=True, return_offsets_mapping=token_task, return_attention_mask=False
+    )
+
+    input_ids, labels, positions = [], [], []
+    truncated_records: set[int] = set()
+    longest = 0
+    for i, ids in enumerate(encoding["input_ids"]):
+        r = piece_record[i]
+        longest = max(longest, len(ids))
+        if len(ids) > max_length:
+            truncated_records.add(r)
+            ids = ids[:max_length]
+        input_ids.append(np.asarray(ids, dtype=np.int64))
+        if token_task:
+            offsets = np.asarray(encoding["offset_mapping"][i][: len(ids)], dtype=np.int64).reshape(-1, 2)
+            pos = _token_positions(offsets, piece_start[i], k)
+            record_labels = targets[r]
+            lab = np.where(pos >= 0, record_labels[np.clip(pos, 0, None)], IGNORE_INDEX)
+            positions.append(pos)
+            labels.append(lab if per_nucleotide else _majority(lab, spec.num_labels))
+        else:
+            labels.append(targets[r])
+
+    if truncated_records:
+        unit = "window(s) of" if long_sequences == "windows" else "record(s) of"
+        logger.warning(
+            "%s: %d %s %d longer than max_length=%d tokens (longest %d); truncated to the first %d tokens%s",
+            records.source,
+            len(truncated_records),
+            unit,
+            len(records),
+            max_length,
+            longest,
+            max_length,
+            "" if long_sequences == "windows" else " (set long_sequences=windows to cover them)",
+        )
+    return EncodedSplit(
+        input_ids=input_ids,
+        record=np.asarray(piece_record, dtype=np.int64),
+        labels=labels if token_task else np.stack(labels),
+        record_ids=list(records.ids),
+        record_labels=targets,
+        record_lengths=np.asarray([len(s) for s in records.sequences], dtype=np.int64),
+        positions=positions if token_task else None,
+        n_truncated=len(truncated_records),
+        longest_tokens=longest,
+        source=records.source,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# batching
+# ----------------------------------------------------------------------------------------------------------
+class EncodedDataset(torch.utils.data.Dataset):
+    """Map-style dataset over an :class:`EncodedSplit`: items ``{"input_ids", "labels"}`` (numpy), plus
+    ``"window"`` (the row index) when ``with_window``, which the evaluation uses to pool predictions."""
+
+    def __init__(self, split: EncodedSplit, with_window: bool = False):
+        self.split = split
+        self.with_window = with_window
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = {"input_ids": self.split.input_ids[i], "labels": self.split.labels[i]}
+        if self.with_window:
+            item["window"] = i
+        return item
+
+
+@dataclass
+class Collator:
+    """Pad a list of items to the longest in the batch (or to ``pad_to_multiple_of``).
+
+    Returns ``input_ids`` and ``attention_mask`` (batch, tokens), ``labels`` (batch,) int64,
+    (batch, num_labels) float32, or for token tasks (batch, tokens[, k]) int64 padded with -100, and
+    ``window`` (batch,) when the items carry it.
+    """
+
+    pad_token_id: int
+    pad_to_multiple_of: int | None = None
+    label_pad: int = IGNORE_INDEX
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        length = max(len(item["input_ids"]) for item in items)
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        input_ids = torch.full((len(items), length), self.pad_token_id, dtype=torch.long)
+        for b, item in enumerate(items):
+            input_ids[b, : len(item["input_ids"])] = torch.as_tensor(item["input_ids"])
+        batch = {"input_ids": input_ids, "attention_mask": input_ids.ne(self.pad_token_id).long()}
+        first = np.asarray(items[0]["labels"])
+        if first.ndim >= 1 and first.dtype == np.int64:  # per-token labels
+            labels = torch.full((len(items), length, *first.shape[1:]), self.label_pad, dtype=torch.long)
+            for b, item in enumerate(items):
+                labels[b, : len(item["labels"])] = torch.as_tensor(item["labels"])
+        elif np.issubdtype(first.dtype, np.floating):
+            labels = torch.as_tensor(np.stack([item["labels"] for item in items]), dtype=torch.float32)
+        else:
+            labels = torch.as_tensor(np.asarray([item["labels"] for item in items]), dtype=torch.long)
+        batch["labels"] = labels
+        if "window" in items[0]:
+            batch["window"] = torch.as_tensor([item["window"] for item in items], dtype=torch.long)
+        return batch
+
+
+__all__ = [
+    "Collator",
+    "EncodedDataset",
+    "EncodedSplit",
+    "IGNORE_INDEX",
+    "LabelSpec",
+    "Records",
+    "encode_split",
+    "is_fasta",
+    "load_records",
+    "read_fasta",
+    "read_table",
+    "split_validation",
+    "window_starts",
+]

@@ -1,0 +1,219 @@
+"""Typed recipe configuration: a dataclass, an optional YAML file, then command-line overrides of any field.
+
+A recipe declares its settings as a dataclass whose fields carry a default and a help text (:func:`option`)::
+
+    @dataclass
+    class TrainConfig:
+        max_steps: int = option(1000, "optimizer steps")
+        learning_rate: float = option(1e-4, "peak learning rate")
+
+    cfg = config_from_args(TrainConfig, sys.argv[1:])
+
+and is run as ``python recipe.py --config recipes/configs/debug.yaml --max_steps 20 --learning_rate=3e-4``.
+Precedence: dataclass defaults < YAML file < command line. Every field is a flag (``--name value``,
+``--name=value``, ``--name-with-dashes``, or an alias declared with the field); values are converted to the field's annotated type
+(``int``, ``float``, ``bool``, ``str``, ``X | None``, ``list[X]``, ``Literal[...]``) before anything runs,
+so a typo or a wrong type fails at once with the field (and YAML file) named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+T = TypeVar("T")
+
+_NONE_WORDS = {"none", "null", "~"}
+_TRUE_WORDS = {"true", "yes", "on", "1"}
+_FALSE_WORDS = {"false", "no", "off", "0"}
+
+
+def option(default: Any, help: str, aliases: Sequence[str] = ()) -> Any:
+    """A dataclass field with a default, a help text (shown by ``--help``) and optional extra flag names
+    (``aliases``, e.g. ``("learning_rate",)`` for a field ``lr``). Lists are copied per instance."""
+    metadata = {"help": help, "aliases": tuple(aliases)}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Resolved type annotation of every dataclass field of ``cls``."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def coerce(value: Any, annotation: Any, name: str) -> Any:
+    """Convert ``value`` (a YAML value or a command-line string) to ``annotation``; ``ValueError`` naming
+    ``name`` when it does not fit."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        if type(None) in args and (
+            value is None or (isinstance(value, str) and value.lower() in _NONE_WORDS)
+        ):
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, arg, name)
+            except ValueError as err:
+                errors.append(str(err))
+        raise ValueError("; ".join(errors))
+    if origin is Literal:
+        for choice in args:
+            try:
+                candidate = coerce(value, type(choice), name)
+            except ValueError:
+                continue
+            if candidate == choice:
+                return choice
+        raise ValueError(f"{name}: {value!r} is not one of {', '.join(map(repr, args))}")
+    if origin is list:
+        (item_type,) = args or (Any,)
+        if isinstance(value, str):
+            text = value.strip()
+            value = (
+                yaml.safe_load(text)
+                if text.startswith("[")
+                else [v.strip() for v in text.split(",") if v.strip()]
+            )
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{name}: expected a list, got {value!r}")
+        return [coerce(v, item_type, f"{name}[{i}]") for i, v in enumerate(value)]
+    if annotation is Any:
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE_WORDS | _FALSE_WORDS:
+            return value.lower() in _TRUE_WORDS
+        raise ValueError(f"{name}: expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ValueError(f"{name}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                number = float(value.replace("_", ""))
+            except ValueError:
+                number = None
+            if number is not None and number.is_integer():
+                return int(number)
+        raise ValueError(f"{name}: expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ValueError(f"{name}: expected a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ValueError(f"{name}: expected a string, got {value!r}")
+    raise TypeError(f"{name}: unsupported field type {annotation!r}")
+
+
+def _type_label(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Literal:
+        return "{" + ",".join(map(str, args)) + "}"
+    if origin in (Union, types.UnionType):
+        return "|".join(_type_label(a) for a in args if a is not type(None)) + "|null"
+    if origin is list:
+        return f"list[{_type_label(args[0])}]"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def load_yaml(cls: type, path: str | Path) -> dict[str, Any]:
+    """Typed field values from a YAML mapping; unknown keys and wrong types name the file and the key."""
+    path = Path(path)
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of {cls.__name__} fields, got {type(data).__name__}")
+    types_ = field_types(cls)
+    values = {}
+    for key, value in data.items():
+        if key not in types_:
+            raise ValueError(f"{path}: unknown {cls.__name__} field {key!r}; fields: {', '.join(types_)}")
+        try:
+            values[key] = coerce(value, types_[key], key)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+    return values
+
+
+def build_parser(cls: type, description: str | None = None) -> argparse.ArgumentParser:
+    """An argparse parser with ``--config`` and one ``--field`` flag per dataclass field (values typed later)."""
+    parser = argparse.ArgumentParser(
+        description=description or (cls.__doc__ or "").strip().splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,
+    )
+    parser.add_argument("--config", metavar="YAML", help="YAML file of field values (overridden by flags)")
+    types_ = field_types(cls)
+    for f in dataclasses.fields(cls):
+        names = [f.name, *f.metadata.get("aliases", ())]
+        flags = list(dict.fromkeys(f"--{n}" for name in names for n in (name, name.replace("_", "-"))))
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        kwargs: dict[str, Any] = dict(
+            dest=f.name,
+            default=argparse.SUPPRESS,
+            metavar=_type_label(types_[f.name]),
+            help=f"{f.metadata.get('help', '')} (default: {default!r})",
+        )
+        if types_[f.name] is bool:
+            kwargs.update(nargs="?", const="true")  # a bare --flag means true
+        parser.add_argument(*flags, **kwargs)
+    return parser
+
+
+def config_from_args(cls: type[T], argv: Sequence[str] | None = None, description: str | None = None) -> T:
+    """Build ``cls`` from defaults, the YAML named by ``--config`` (if any), then the other flags."""
+    parser = build_parser(cls, description)
+    args = vars(parser.parse_args(argv))
+    yaml_path = args.pop("config", None)
+    values = load_yaml(cls, yaml_path) if yaml_path else {}
+    types_ = field_types(cls)
+    for key, raw in args.items():
+        try:
+            values[key] = coerce(raw, types_[key], key)
+        except ValueError as err:
+            parser.error(str(err))
+    return cls(**values)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-data view of a config dataclass (what :func:`save_yaml` writes)."""
+    return dataclasses.asdict(cfg)
+
+
+def save_yaml(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config; ``load_yaml(type(cfg), path)`` reads it back to an equal config."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+__all__ = [
+    "build_parser",
+    "coerce",
+    "config_from_args",
+    "config_to_dict",
+    "field_types",
+    "load_yaml",
+    "option",
+    "save_yaml",
+]
