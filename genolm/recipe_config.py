@@ -12,14 +12,17 @@ A recipe declares its settings as a dataclass whose fields carry a default and a
 and is run as ``python recipe.py --config recipes/configs/debug.yaml --max_steps 20 --learning_rate=3e-4``.
 Precedence: dataclass defaults < YAML file < command line. Every field is a flag (``--name value``,
 ``--name=value``, ``--name-with-dashes``, or an alias declared with the field); values are converted to the field's annotated type
-(``int``, ``float``, ``bool``, ``str``, ``X | None``, ``list[X]``, ``Literal[...]``) before anything runs,
-so a typo or a wrong type fails at once with the field (and YAML file) named.
+(``int``, ``float``, ``bool``, ``str``, ``X | None``, ``X | Y``, ``list[X]``, ``dict[K, V]``, ``Literal[...]``) before
+anything runs, so a typo or a wrong type fails at once with the field (and YAML file) named. One entry of a dictionary
+field is set with a dotted flag, ``--model_overrides.hidden_size 128`` (merged over the YAML and default entries);
+entries typed ``Any`` are read as YAML (``--data_options.shuffle false`` gives ``False``).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import types
 import typing
 from collections.abc import Sequence
@@ -60,8 +63,11 @@ def coerce(value: Any, annotation: Any, name: str) -> Any:
             value is None or (isinstance(value, str) and value.lower() in _NONE_WORDS)
         ):
             return None
+        arms = [a for a in args if a is not type(None)]
+        if isinstance(value, str):  # a command-line string: try the typed arms before plain str
+            arms.sort(key=lambda a: a is str)
         errors = []
-        for arg in (a for a in args if a is not type(None)):
+        for arg in arms:
             try:
                 return coerce(value, arg, name)
             except ValueError as err:
@@ -88,6 +94,13 @@ def coerce(value: Any, annotation: Any, name: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{name}: expected a list, got {value!r}")
         return [coerce(v, item_type, f"{name}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or annotation is dict:
+        key_type, item_type = args or (Any, Any)
+        if isinstance(value, str) and value.strip().startswith("{"):
+            value = yaml.safe_load(value)
+        if not isinstance(value, dict):
+            raise ValueError(f"{name}: expected a mapping, got {value!r}")
+        return {coerce(k, key_type, name): coerce(v, item_type, f"{name}.{k}") for k, v in value.items()}
     if annotation is Any:
         return value
     if annotation is bool:
@@ -133,28 +146,50 @@ def _type_label(annotation: Any) -> str:
     if origin is Literal:
         return "{" + ",".join(map(str, args)) + "}"
     if origin in (Union, types.UnionType):
-        return "|".join(_type_label(a) for a in args if a is not type(None)) + "|null"
+        label = "|".join(_type_label(a) for a in args if a is not type(None))
+        return label + "|null" if type(None) in args else label
     if origin is list:
         return f"list[{_type_label(args[0])}]"
+    if origin is dict:
+        return "mapping"
     return getattr(annotation, "__name__", str(annotation))
+
+
+def typed_values(cls: type, values: dict[str, Any], origin: str = "config") -> dict[str, Any]:
+    """``values`` converted to the field types of ``cls``; unknown keys and wrong types raise ``ValueError``
+    naming ``origin`` (a file, or where else the values came from) and the key."""
+    types_ = field_types(cls)
+    unknown = [key for key in values if key not in types_]
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), list(types_), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"{origin}: unknown {cls.__name__} field {unknown[0]!r}{hint}; "
+            f"unknown keys: {', '.join(map(repr, unknown))}; fields: {', '.join(types_)}"
+        )
+    typed = {}
+    for key, value in values.items():
+        try:
+            typed[key] = coerce(value, types_[key], key)
+        except ValueError as err:
+            raise ValueError(f"{origin}: {err}") from None
+    return typed
+
+
+def config_from_dict(cls: type[T], values: dict[str, Any], origin: str = "config") -> T:
+    """Build ``cls`` from a mapping of field values (see :func:`typed_values`)."""
+    return cls(**typed_values(cls, values, origin))
 
 
 def load_yaml(cls: type, path: str | Path) -> dict[str, Any]:
     """Typed field values from a YAML mapping; unknown keys and wrong types name the file and the key."""
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of {cls.__name__} fields, got {type(data).__name__}")
-    types_ = field_types(cls)
-    values = {}
-    for key, value in data.items():
-        if key not in types_:
-            raise ValueError(f"{path}: unknown {cls.__name__} field {key!r}; fields: {', '.join(types_)}")
-        try:
-            values[key] = coerce(value, types_[key], key)
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
-    return values
+    return typed_values(cls, data, str(path))
 
 
 def build_parser(cls: type, description: str | None = None) -> argparse.ArgumentParser:
@@ -182,10 +217,38 @@ def build_parser(cls: type, description: str | None = None) -> argparse.Argument
     return parser
 
 
+def _dict_overrides(
+    parser: argparse.ArgumentParser, cls: type, extra: Sequence[str]
+) -> list[tuple[str, str, str]]:
+    """``(field, key, raw value)`` of each ``--field.key VALUE`` / ``--field.key=VALUE`` left over by argparse."""
+    types_ = field_types(cls)
+    overrides = []
+    i = 0
+    while i < len(extra):
+        item = extra[i]
+        if not item.startswith("--") or "." not in item:
+            parser.error(f"unrecognized argument {item!r}")
+        key, eq, raw = item[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(extra):
+                parser.error(f"{item} needs a value")
+            raw, i = extra[i + 1], i + 1
+        top, _, sub = key.partition(".")
+        top = top.replace("-", "_")
+        if top not in types_ or not (types_[top] is dict or typing.get_origin(types_[top]) is dict):
+            parser.error(f"--{key}: {top!r} is not a dictionary field of {cls.__name__}")
+        overrides.append((top, sub, raw))
+        i += 1
+    return overrides
+
+
 def config_from_args(cls: type[T], argv: Sequence[str] | None = None, description: str | None = None) -> T:
-    """Build ``cls`` from defaults, the YAML named by ``--config`` (if any), then the other flags."""
+    """Build ``cls`` from defaults, the YAML named by ``--config`` (if any), then the other flags
+    (``--field.key VALUE`` sets one entry of a dictionary field)."""
     parser = build_parser(cls, description)
-    args = vars(parser.parse_args(argv))
+    namespace, extra = parser.parse_known_args(argv)
+    args = vars(namespace)
+    overrides = _dict_overrides(parser, cls, extra)
     yaml_path = args.pop("config", None)
     values = load_yaml(cls, yaml_path) if yaml_path else {}
     types_ = field_types(cls)
@@ -194,6 +257,17 @@ def config_from_args(cls: type[T], argv: Sequence[str] | None = None, descriptio
             values[key] = coerce(raw, types_[key], key)
         except ValueError as err:
             parser.error(str(err))
+    defaults = {f.name: f for f in dataclasses.fields(cls)}
+    for top, sub, raw in overrides:
+        if top not in values:
+            f = defaults[top]
+            values[top] = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        key_type, item_type = typing.get_args(types_[top]) or (Any, Any)
+        try:
+            entry = yaml.safe_load(raw) if item_type is Any else coerce(raw, item_type, f"{top}.{sub}")
+            values[top] = {**values[top], coerce(sub, key_type, top): entry}
+        except (ValueError, yaml.YAMLError) as err:
+            parser.error(f"--{top}.{sub}: {err}")
     return cls(**values)
 
 
@@ -202,18 +276,26 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def dump_yaml(cfg: Any) -> str:
+    """The resolved config as YAML text (what :func:`save_yaml` writes)."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
 def save_yaml(cfg: Any, path: str | Path) -> None:
     """Write the resolved config; ``load_yaml(type(cfg), path)`` reads it back to an equal config."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    Path(path).write_text(dump_yaml(cfg))
 
 
 __all__ = [
     "build_parser",
     "coerce",
     "config_from_args",
+    "config_from_dict",
     "config_to_dict",
+    "dump_yaml",
     "field_types",
     "load_yaml",
     "option",
     "save_yaml",
+    "typed_values",
 ]

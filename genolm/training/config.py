@@ -1,32 +1,28 @@
 """The pretraining run configuration: a typed dataclass, read from YAML and overridden from the command line.
 
-Every field has a default and a help text (``field(metadata={"help": ...})``), which also become the recipe's
-``--help``. A YAML file in ``recipes/configs/`` is the same fields serialized; unknown keys are an error that
-names the file. Command-line overrides use the field name (``--max_steps 100``); dictionary fields take dotted
-keys (``--model_overrides.hidden_size 128``). Values are parsed as YAML, so ``--lr 3e-4``,
-``--sources '[a.fa, b.fa]'`` and ``--resume true`` all work.
+Every field has a default and a help text (:func:`genolm.recipe_config.option`), which also become the recipe's
+``--help``; reading, type checking and overriding are those of :mod:`genolm.recipe_config`. A YAML file in
+``recipes/configs/`` is the same fields serialized; unknown keys are an error that names the file. Command-line
+overrides use the field name (``--max_steps 100``); dictionary fields take dotted keys
+(``--model_overrides.hidden_size 128``). Values are converted to the field's type, so ``--lr 3e-4``,
+``--sources '[a.fa, b.fa]'``, ``--resume true`` and ``--sparse_prediction false`` all work.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import types
 import typing
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import yaml
+from .. import recipe_config
+from ..recipe_config import option as _f
 
-PARALLEL_CHOICES = ("auto", "none", "ddp", "fsdp", "xla_fsdp")
-
-
-def _f(default: Any, help: str, **kwargs: Any) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kwargs)
-    return field(default=default, metadata={"help": help}, **kwargs)
+Parallel = Literal["auto", "none", "ddp", "fsdp", "xla_fsdp"]
+PARALLEL_CHOICES = typing.get_args(Parallel)
 
 
 @dataclass
@@ -73,7 +69,7 @@ class PretrainConfig:
     max_grad_norm: float = _f(1.0, "Gradient clipping norm (0: no clipping; the norm is still logged).")
     mixed_precision: str = _f("auto", "no, bf16, or auto (bf16 on GPU/TPU, fp32 on CPU).")
     # --- distribution -------------------------------------------------------------------------
-    parallel: str = _f("auto", "none, ddp, fsdp (GPU, FSDP2), xla_fsdp (TPU SPMD FSDPv2), or auto.")
+    parallel: Parallel = _f("auto", "none, ddp, fsdp (GPU, FSDP2), xla_fsdp (TPU SPMD FSDPv2), or auto.")
     # --- run ----------------------------------------------------------------------------------
     output_dir: str = _f("runs/pretrain", "Run folder: log.jsonl, checkpoints/, trackers.")
     seed: int = _f(0, "Seed of model initialisation, masking and data order.")
@@ -107,78 +103,19 @@ class PretrainConfig:
         return dataclasses.asdict(self)
 
 
-def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(PretrainConfig)
-
-
-def _coerce(name: str, value: Any, annotation: Any, origin: str) -> Any:
-    """Check/convert a YAML value against a field annotation; the error names where the value came from."""
-    args = typing.get_args(annotation)
-    is_union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
-    options = args if is_union else (annotation,)
-    if value is None:
-        if type(None) in options:
-            return None
-        raise ValueError(f"{origin}: {name} may not be null")
-    for option in options:
-        base = typing.get_origin(option) or option
-        if base is type(None):
-            continue
-        if base is bool and isinstance(value, bool):
-            return value
-        if base is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if base is float and isinstance(value, str):
-            try:  # YAML 1.1 reads "3e-4" (no dot) as a string
-                return float(value)
-            except ValueError:
-                pass
-        if base is str and isinstance(value, str):
-            return value
-        if base is list and isinstance(value, (list, tuple)):
-            return list(value)
-        if base is dict and isinstance(value, dict):
-            return dict(value)
-    raise ValueError(f"{origin}: {name}={value!r} does not match the type {annotation}")
-
-
 def config_from_dict(values: dict[str, Any], origin: str = "config") -> PretrainConfig:
     """Build a :class:`PretrainConfig` from a mapping, rejecting unknown keys and mistyped values."""
-    types_ = _field_types()
-    unknown = sorted(set(values) - set(types_))
-    if unknown:
-        raise ValueError(f"{origin}: unknown key(s) {', '.join(unknown)}; see `recipes/pretrain.py --help`")
-    return PretrainConfig(**{k: _coerce(k, v, types_[k], origin) for k, v in values.items()})
+    return recipe_config.config_from_dict(PretrainConfig, values, origin)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    values = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a mapping of config keys at the top level")
-    return values
+    """The typed field values of a YAML config file (unknown keys and wrong types name the file)."""
+    return recipe_config.load_yaml(PretrainConfig, path)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """``--config`` plus one ``--<field>`` option per config field (help from the field's metadata)."""
-    parser = argparse.ArgumentParser(
-        description="Masked-language-model pretraining of a genolm model.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--config", help="YAML file of config keys (recipes/configs/*.yaml).")
-    for f in dataclasses.fields(PretrainConfig):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": f"{f.metadata['help']} (default: {default!r})"}
-        if f.name == "parallel":
-            kwargs["choices"] = PARALLEL_CHOICES
-        if f.type in (bool, "bool"):
-            kwargs.update(nargs="?", const="true")  # a bare --resume means --resume true
-        parser.add_argument(f"--{f.name}", metavar="VALUE", **kwargs)
-    return parser
+    return recipe_config.build_parser(PretrainConfig)
 
 
 def parse_config(argv: Sequence[str] | None = None) -> PretrainConfig:
@@ -187,37 +124,11 @@ def parse_config(argv: Sequence[str] | None = None) -> PretrainConfig:
     Besides the declared options, ``--<dict_field>.<key> VALUE`` sets one entry of a dictionary field.
     A bare ``--resume`` (no value) means ``--resume true``.
     """
-    argv = list(argv) if argv is not None else None
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    values: dict[str, Any] = load_yaml(args.config) if args.config else {}
-    origin = args.config or "config"
-    types_ = _field_types()
-    for name, raw in vars(args).items():
-        if name == "config":
-            continue
-        values[name] = yaml.safe_load(raw) if isinstance(raw, str) and types_[name] is not str else raw
-    i = 0
-    while i < len(extra):
-        item = extra[i]
-        if not item.startswith("--") or "." not in item:
-            parser.error(f"unrecognized argument {item!r}")
-        key, _, inline = item[2:].partition("=")
-        if not inline:
-            if i + 1 >= len(extra):
-                parser.error(f"{item} needs a value")
-            inline, i = extra[i + 1], i + 1
-        top, _, sub = key.partition(".")
-        if top not in types_ or typing.get_origin(types_[top]) is not dict and types_[top] is not dict:
-            parser.error(f"--{key}: {top!r} is not a dictionary field of the config")
-        values.setdefault(top, {})
-        values[top] = {**values[top], sub: yaml.safe_load(inline)}
-        i += 1
-    return config_from_dict(values, origin=f"{origin} + command line")
+    return recipe_config.config_from_args(PretrainConfig, argv)
 
 
 def dump_yaml(config: PretrainConfig) -> str:
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+    return recipe_config.dump_yaml(config)
 
 
 __all__ = ["PARALLEL_CHOICES", "PretrainConfig", "build_parser", "config_from_dict", "dump_yaml", "load_yaml", "parse_config"]
