@@ -11,6 +11,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
+def write_fasta(path: Path, records: dict[str, str]) -> Path:
+    """Write ``records`` (id -> sequence) as FASTA with 60-column lines; returns ``path``."""
+    with open(path, "w") as handle:
+        for name, seq in records.items():
+            handle.write(f">{name}\n")
+            handle.writelines(seq[i : i + 60] + "\n" for i in range(0, len(seq), 60))
+    return path
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` from the project root: real plant sequences, annotation and variants."""
@@ -38,3 +47,30 @@ def tiny_mlm_dir(tmp_path_factory, tokenizer) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (no OpenMP hand-offs, no oversubscription beside other work)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def mlm(tiny_mlm_dir):
+    """The tiny checkpoint through ``AutoModelForMaskedLM`` (the direct recomputation's model) and tokenizer."""
+    from transformers import AutoModelForMaskedLM
+
+    from genolm.inference import load_model
+
+    return load_model(AutoModelForMaskedLM.from_pretrained(tiny_mlm_dir).eval())
+
+
+@pytest.fixture(scope="module")
+def chloroplast(shared_data):
+    """The chloroplast genome of the shared data as a :class:`genolm.inference.Genome`."""
+    from genolm.inference import Genome
+
+    return Genome(shared_data / "athaliana_chloroplast.fa")

@@ -15,17 +15,10 @@ from genolm.cli import main
 from genolm.inference import Genome
 from genolm.inference.annotate import annotate_fasta, naive_predict_bases, predict_bases, stitch_cuts
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 LABELS = ["intergenic", "exon", "intron"]
 WINDOW, STRIDE = 12, 6  # tokens
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (no OpenMP hand-offs, no oversubscription beside other work)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def tiny_annotator(per_nucleotide: bool = True, multi_label: bool = False, seed: int = 0):

@@ -20,7 +20,13 @@ from transformers import (
 
 from genolm import PRESETS, GenoLMConfig, GenoLMForMaskedLM, GenoLMTokenizer
 from genolm.cli import main
-from genolm.convert import esm_key_to_genolm, genolm_key_to_esm, genolm_to_esm, write_esm_tokenizer
+from genolm.convert import (
+    esm_key_to_genolm,
+    genolm_key_to_esm,
+    genolm_to_esm,
+    max_logits_difference,
+    write_esm_tokenizer,
+)
 
 # Tiny ESM configs with the published NT v1 (token dropout, 1002 positions) and AgroNT (1026 positions) shapes.
 ESM_SHAPES = {
@@ -66,15 +72,6 @@ def real_batch(shared_data, tokenizer, n_tokens: int = 120) -> dict[str, torch.T
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
 
-def logits_difference(a, b, batch) -> float:
-    with torch.no_grad():
-        logits_a, logits_b = a.eval()(**batch).logits, b.eval()(**batch).logits
-    if logits_a.dim() == 2:
-        return (logits_a - logits_b).abs().max().item()
-    keep = batch["attention_mask"].bool()
-    return (logits_a[keep] - logits_b[keep]).abs().max().item()
-
-
 @pytest.mark.parametrize("shape", ["nt-v1", "agront"])
 def test_esm_round_trip_preserves_logits(tmp_path, shared_data, tokenizer, shape):
     esm = write_esm_checkpoint(tmp_path / "esm", shape)
@@ -84,11 +81,11 @@ def test_esm_round_trip_preserves_logits(tmp_path, shared_data, tokenizer, shape
     assert genolm_model.config.token_dropout is ESM_SHAPES[shape]["token_dropout"]
     batch = real_batch(shared_data, tokenizer)
     esm.config._attn_implementation = "eager"
-    assert logits_difference(esm, genolm_model, batch) < 1e-4
+    assert max_logits_difference(esm, genolm_model, batch) < 1e-4
 
     assert main(["convert", "genolm-to-esm", str(tmp_path / "genolm"), str(tmp_path / "back")]) == 0
     back = EsmForMaskedLM.from_pretrained(tmp_path / "back", attn_implementation="eager")
-    assert logits_difference(esm, back, batch) < 1e-4
+    assert max_logits_difference(esm, back, batch) < 1e-4
     # The weights themselves survive the round trip bit for bit.
     original = {k: v for k, v in esm.state_dict().items() if "contact_head" not in k}
     returned = back.state_dict()
@@ -105,7 +102,7 @@ def test_sequence_classifier_converts(tmp_path, shared_data, tokenizer):
 
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "genolm")
     esm.config._attn_implementation = "eager"
-    assert logits_difference(esm, model, real_batch(shared_data, tokenizer)) < 1e-4
+    assert max_logits_difference(esm, model, real_batch(shared_data, tokenizer)) < 1e-4
 
 
 def test_legacy_layer_norm_names_are_read(tmp_path, shared_data, tokenizer):
@@ -118,7 +115,7 @@ def test_legacy_layer_norm_names_are_read(tmp_path, shared_data, tokenizer):
     main(["convert", "esm-to-genolm", str(tmp_path / "esm"), str(tmp_path / "genolm")])
     model = AutoModelForMaskedLM.from_pretrained(tmp_path / "genolm")
     esm.config._attn_implementation = "eager"
-    assert logits_difference(esm, model, real_batch(shared_data, tokenizer)) < 1e-4
+    assert max_logits_difference(esm, model, real_batch(shared_data, tokenizer)) < 1e-4
 
 
 def test_exported_checkpoint_loads_without_genolm(tmp_path, tiny_mlm_dir, tokenizer):
@@ -181,7 +178,7 @@ def test_nt_v2_hub_layout_converts(tmp_path, shared_data):
     main(["convert", "esm-to-genolm", str(hub), str(tmp_path / "genolm")])
     converted = AutoModelForMaskedLM.from_pretrained(tmp_path / "genolm")
     assert converted.config.ffn_type == "swiglu" and converted.config.vocab_layout == "nt-v2"
-    assert logits_difference(model, converted, real_batch(shared_data, tokenizer)) == 0
+    assert max_logits_difference(model, converted, real_batch(shared_data, tokenizer)) == 0
 
 
 def test_key_mapping_is_a_bijection():

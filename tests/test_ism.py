@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import AutoModelForMaskedLM
+from conftest import write_fasta
 
 from genolm.cli import main
-from genolm.inference import SNV, Genome, ism_region, load_model, naive_ism_region, score_variants
+from genolm.inference import SNV, Genome, ism_region, naive_ism_region, score_variants
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 CHLOROPLAST = "NC_000932.1"
 WINDOW = 16
@@ -37,35 +38,6 @@ class ContextHashLM(torch.nn.Module):
         vocab = torch.arange(self.config.vocab_size)
         code = (context[:, None, None] * 31 + positions[None, :, None] * 7 + vocab[None, None, :] * 13) % 1009
         return SimpleNamespace(logits=code.float() / 101.0)
-
-
-def write_fasta(path: Path, records: dict[str, str]) -> Path:
-    with open(path, "w") as handle:
-        for name, seq in records.items():
-            handle.write(f">{name}\n")
-            handle.writelines(seq[i : i + 60] + "\n" for i in range(0, len(seq), 60))
-    return path
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (no OpenMP hand-offs, no oversubscription beside other work)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def mlm(tiny_mlm_dir):
-    import genolm  # noqa: F401
-
-    return load_model(AutoModelForMaskedLM.from_pretrained(tiny_mlm_dir).eval())
-
-
-@pytest.fixture(scope="module")
-def chloroplast(shared_data) -> Genome:
-    return Genome(shared_data / "athaliana_chloroplast.fa")
 
 
 @pytest.fixture(scope="module")

@@ -9,23 +9,17 @@ import numpy as np
 import pysam
 import pytest
 import torch
-from transformers import AutoModelForMaskedLM
+from conftest import write_fasta
 
 from genolm.cli import main
 from genolm.inference import SNV, Genome, TokenGrid, naive_variant_score, run_vep, score_variants
 from genolm.inference.genome import reverse_complement
 from genolm.inference.vep import check_variant, validate_vcf
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 WINDOW = 16  # tokens: 96 bp of context keeps every forward pass tiny
 CHLOROPLAST = "NC_000932.1"
-
-
-def write_fasta(path: Path, records: dict[str, str]) -> Path:
-    with open(path, "w") as handle:
-        for name, seq in records.items():
-            handle.write(f">{name}\n")
-            handle.writelines(seq[i : i + 60] + "\n" for i in range(0, len(seq), 60))
-    return path
 
 
 def vcf_text(header_contigs: dict[str, int], rows: list[tuple]) -> str:
@@ -43,30 +37,6 @@ def read_tsv(path: Path) -> list[dict[str, str]]:
     rows = path.read_text().splitlines()
     header = rows[0].split("\t")
     return [dict(zip(header, row.split("\t"))) for row in rows[1:]]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (no OpenMP hand-offs, no oversubscription beside other work)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def mlm(tiny_mlm_dir):
-    """The tiny checkpoint through ``AutoModelForMaskedLM`` (the direct recomputation's model) and tokenizer."""
-    import genolm  # noqa: F401
-    from genolm.inference import load_model
-
-    model = AutoModelForMaskedLM.from_pretrained(tiny_mlm_dir).eval()
-    return load_model(model)
-
-
-@pytest.fixture(scope="module")
-def chloroplast(shared_data) -> Genome:
-    return Genome(shared_data / "athaliana_chloroplast.fa")
 
 
 @pytest.fixture(scope="module")
