@@ -28,6 +28,8 @@ from typing import IO
 
 import numpy as np
 
+from ..errors import UserError
+
 logger = logging.getLogger(__name__)
 
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas", ".faa", ".ffn", ".frn", ".seq", ".mfa")
@@ -36,7 +38,7 @@ _READ_SIZE = 4 << 20
 _BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 
 
-class GenomeDataError(ValueError):
+class GenomeDataError(UserError):
     """Bad genome input: the message names the file (or URL), the line or byte offset and the problem."""
 
 
