@@ -105,11 +105,10 @@ def read_genbank_products(path: Path) -> dict[str, dict[str, str]]:
 
 def chloroplast_genes(data: Path) -> pd.DataFrame:
     """One row per chloroplast gene: locus_tag, name, product, class, spliced sequence (transcript strand)."""
-    from genolm.data.gff3 import GFF3
-    from genolm.data.tasks import read_genome, reverse_complement
+    from genolm.genome import GFF3, read_records, reverse_complement
 
     annotation = GFF3(data / "athaliana_chloroplast.gff3")
-    genome = dict(read_genome(data / "athaliana_chloroplast.fa"))
+    genome = {seq_id: seq.upper() for seq_id, seq in read_records(data / "athaliana_chloroplast.fa")}
     products = read_genbank_products(data / "sources" / "NC_000932.gb")
     rows = []
     for tx in annotation.transcripts():

@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .configuration_genolm import GenoLMConfig
+from .genome import read_records
 from .modeling_genolm import GenoLMModel
 from .tokenization_genolm import GenoLMTokenizer
 
@@ -225,11 +226,9 @@ def embed_fasta(
 ) -> dict[str, np.ndarray]:
     """Embed every record of a FASTA file with a checkpoint and optionally write them (see :func:`embed`,
     :func:`write_embeddings`). Returns ``{record id: array}``."""
-    from .data.tasks import read_genome
-
     if out is not None and Path(out).suffix not in OUTPUT_SUFFIXES:
         raise ValueError(f"{out}: unsupported output format; use one of {', '.join(OUTPUT_SUFFIXES)}")
-    records = dict(_read_records(fasta, read_genome))
+    records = {record_id: sequence.upper() for record_id, sequence in read_records(fasta)}
     model, tokenizer = load_encoder(checkpoint, device=device, dtype=dtype)
     embeddings = embed(
         model,
@@ -245,15 +244,6 @@ def embed_fasta(
         write_embeddings(embeddings, out, lengths={k: len(v) for k, v in records.items()})
         logger.info("wrote %d embeddings to %s", len(embeddings), out)
     return embeddings
-
-
-def _read_records(fasta, read_genome):
-    seen = set()
-    for record_id, sequence in read_genome(fasta):
-        if record_id in seen:
-            raise ValueError(f"{fasta}: duplicate record id {record_id!r}")
-        seen.add(record_id)
-        yield record_id, sequence
 
 
 __all__ = ["POOLING", "embed", "embed_fasta", "load_encoder", "write_embeddings"]

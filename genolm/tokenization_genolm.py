@@ -20,11 +20,12 @@ from transformers import BatchEncoding, PreTrainedTokenizerFast
 from transformers.tokenization_utils_base import TruncationStrategy
 from transformers.utils import PaddingStrategy
 
+from .genome.bases import TO_ACGTN, VALID
+
 __all__ = ["GenoLMTokenizer", "VOCAB_LAYOUTS", "build_vocab", "layout_of_vocab_file"]
 
 VOCAB_LAYOUTS = ("nt-v1", "nt-v2")
 NUCLEOTIDES = "ATCG"  # the order NT uses for its k-mers and single-nucleotide tokens
-IUPAC_AMBIGUITY = "RYSWKMBDHV"  # two- to three-base ambiguity codes, read as N
 WHITESPACE = " \t\n\r\x0b\x0c"  # ignored (FASTA line breaks, padding)
 MAX_K = 8
 
@@ -37,14 +38,21 @@ _GENOME_CHUNK = 1 << 24  # bases per numpy pass; bounds the memory of encode_gen
 
 
 def _byte_classes() -> bytes:
-    """Translation table byte -> class code (see `_CODE_*`), for `bytes.translate`."""
+    """Translation table byte -> class code (see `_CODE_*`), for `bytes.translate`: the genome readers' byte
+    normalisation (`genolm.genome.bases.TO_ACGTN`), with every byte they reject as `<unk>`."""
     table = bytearray([_CODE_UNK]) * 256
-    for code, base in enumerate(NUCLEOTIDES):
-        table[ord(base)] = table[ord(base.lower())] = code
-    table[ord("U")] = table[ord("u")] = NUCLEOTIDES.index("T")
-    for char in "N" + IUPAC_AMBIGUITY:
-        table[ord(char)] = table[ord(char.lower())] = _CODE_N
+    for byte in np.flatnonzero(VALID):
+        base = chr(TO_ACGTN[byte])
+        table[byte] = NUCLEOTIDES.index(base) if base in NUCLEOTIDES else _CODE_N
     return bytes(table)
+
+
+def _normalised_letters() -> dict[str, str]:
+    """Upper-case base -> the characters normalised to it (a regex character class), from `TO_ACGTN`."""
+    groups: dict[str, str] = {}
+    for byte in np.flatnonzero(VALID):
+        groups[chr(TO_ACGTN[byte])] = groups.get(chr(TO_ACGTN[byte]), "") + chr(byte)
+    return groups
 
 
 _BYTE_CLASSES = _byte_classes()
@@ -79,11 +87,7 @@ def _build_backend(vocab_layout: str, k: int) -> Tokenizer:
     backend.normalizer = normalizers.Sequence(
         [
             normalizers.Replace(Regex(f"[{WHITESPACE}]+"), ""),
-            normalizers.Replace(Regex("[aA]"), "A"),
-            normalizers.Replace(Regex("[cC]"), "C"),
-            normalizers.Replace(Regex("[gG]"), "G"),
-            normalizers.Replace(Regex("[tTuU]"), "T"),
-            normalizers.Replace(Regex(f"[nN{IUPAC_AMBIGUITY}{IUPAC_AMBIGUITY.lower()}]"), "N"),
+            *(normalizers.Replace(Regex(f"[{chars}]"), base) for base, chars in _normalised_letters().items()),
         ]
     )
     # Left to right: a full k-mer of A/C/G/T if one starts here, otherwise one character. Inside a run of
@@ -109,10 +113,12 @@ class GenoLMTokenizer(PreTrainedTokenizerFast):
     **Input handling** (beyond NT, whose tokenizer only knows upper-case A/C/G/T/N):
 
     - lower-case (soft-masked) bases are upper-cased, so soft-masking does not change the ids;
-    - the IUPAC ambiguity codes R Y S W K M B D H V (either case) are read as `N`;
+    - the IUPAC ambiguity codes R Y S W K M B D H V and the hard mask `X` (either case) are read as `N`;
     - `U` (uracil) is read as `T`, so RNA sequence gives the ids of its DNA;
+    - these rules are the byte table of the genome readers (`genolm.genome.bases.TO_ACGTN`), so a FASTA file
+      gives the same ids through the data pipeline and through this tokenizer;
     - spaces, tabs and line breaks are ignored (they do not interrupt a run);
-    - any other character (digits, `-`, `.`, `*`, `X`, non-ASCII ...) becomes one `<unk>` token per character
+    - any other character (digits, `-`, `.`, `*`, non-ASCII ...) becomes one `<unk>` token per character
       and, like `N`, ends the current run;
     - special tokens written in the text (e.g. `"ACG<mask>TTA"`) are recognised by `__call__`, not by
       `encode_genome`.

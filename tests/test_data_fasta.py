@@ -11,7 +11,7 @@ import pysam
 import pytest
 
 from genolm.data import GenomeDataError, IndexedFasta, fasta_stats, iter_fasta_blocks, resolve_source
-from genolm.data.fasta import read_fai
+from genolm.genome import read_fai
 
 
 def _records(location, block_size):

@@ -16,7 +16,6 @@ import pandas as pd
 import pyfaidx
 import pytest
 
-from genolm.data.gff3 import GFF3, read_gff3
 from genolm.data.tasks import (
     CDS_TOKEN_LABELS,
     IGNORE_INDEX,
@@ -24,8 +23,8 @@ from genolm.data.tasks import (
     build_task,
     gene_loci,
     make_task,
-    reverse_complement,
 )
+from genolm.genome import GFF3, read_gff3, reverse_complement
 
 CHR5 = "Chr5_25975502_26975502"
 

@@ -12,8 +12,8 @@ import torch
 from conftest import write_fasta
 
 from genolm.cli import main
+from genolm.genome import reverse_complement
 from genolm.inference import SNV, Genome, TokenGrid, naive_variant_score, run_vep, score_variants
-from genolm.inference.genome import reverse_complement
 from genolm.inference.vep import check_variant, validate_vcf
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -4,7 +4,6 @@ The main entry point is :func:`genome_dataset`, a streaming :class:`datasets.Ite
 tokenised windows; :func:`prepare_shards` writes the same rows to Parquet/Arrow once.
 """
 
-from genolm.data.fasta import GenomeDataError, IndexedFasta, RecordStats, fasta_stats, iter_fasta_blocks
 from genolm.data.manifest import ManifestEntry, build_ncbi_manifest, load_manifest, write_manifest
 from genolm.data.ncbi import assembly_directory, ncbi_base_url, resolve_accession
 from genolm.data.shards import load_shards, prepare_shards
@@ -17,6 +16,8 @@ from genolm.data.windows import (
     split_of,
     window_features,
 )
+from genolm.genome.fasta import GenomeDataError, RecordStats, fasta_stats, iter_fasta_blocks
+from genolm.genome.index import IndexedFasta
 
 __all__ = [
     "WINDOW_COLUMNS",

@@ -19,7 +19,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from genolm.data.fasta import GenomeDataError, is_url
 from genolm.data.ncbi import (
     assembly_summary_url,
     is_accession,
@@ -27,6 +26,7 @@ from genolm.data.ncbi import (
     select_assemblies,
 )
 from genolm.data.remote import fetch_bytes
+from genolm.genome.fasta import GenomeDataError, is_url
 
 MANIFEST_SUFFIXES = (".tsv", ".yaml", ".yml")
 

@@ -18,8 +18,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from genolm.data.fasta import GenomeDataError
 from genolm.data.remote import fetch_bytes
+from genolm.genome.fasta import GenomeDataError
 
 NCBI_DEFAULT_URL = "https://ftp.ncbi.nlm.nih.gov/genomes"
 ACCESSION_RE = re.compile(r"^(GC[AF])_(\d{3})(\d{3})(\d{3})(?:\.(\d+))?$")

@@ -11,7 +11,7 @@ from typing import IO
 
 import fsspec
 
-from genolm.data.fasta import GenomeDataError, iter_fasta_blocks
+from genolm.genome.fasta import GenomeDataError, iter_fasta_blocks
 
 logger = logging.getLogger(__name__)
 

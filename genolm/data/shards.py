@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from genolm.data.fasta import GenomeDataError
 from genolm.data.sources import resolve_source
 from genolm.data.windows import (
     SPLITS,
@@ -40,6 +39,7 @@ from genolm.data.windows import (
     plan_shards,
     window_features,
 )
+from genolm.genome.fasta import GenomeDataError
 
 logger = logging.getLogger(__name__)
 

@@ -16,16 +16,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from genolm.data.fasta import (
-    FASTA_SUFFIXES,
-    GZIP_SUFFIXES,
-    GenomeDataError,
-    IndexedFasta,
-    find_index,
-    is_url,
-)
 from genolm.data.ncbi import is_accession, resolve_accession
 from genolm.data.remote import cached_indexed_copy
+from genolm.genome.fasta import FASTA_SUFFIXES, GZIP_SUFFIXES, GenomeDataError, is_url
+from genolm.genome.index import IndexedFasta, find_index
 
 logger = logging.getLogger(__name__)
 

@@ -48,15 +48,15 @@ import json
 import logging
 import random
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .gff3 import GFF3, MIN_INTRON_LENGTH, Transcript
+from ..genome import GFF3, Region, Transcript, read_records, reverse_complement
+from ..genome.gff3 import MIN_INTRON_LENGTH
 
 logger = logging.getLogger(__name__)
 
@@ -69,67 +69,15 @@ DEFAULT_UPSTREAM, DEFAULT_DOWNSTREAM = 250, 50
 GC_CANDIDATES = 32  # random background draws per positive, the closest in GC is kept
 BACKGROUND_RADIUS = 20  # background is drawn within this many window lengths of its promoter
 
-_COMPLEMENT = str.maketrans("ACGTNacgtn", "TGCANtgcan")
-
-
-def reverse_complement(seq: str) -> str:
-    return seq.translate(_COMPLEMENT)[::-1]
-
 
 def gc_fraction(seq: str) -> float:
     acgt = len(seq) - seq.count("N")
     return (seq.count("G") + seq.count("C")) / acgt if acgt else 0.0
 
 
-def read_genome(path: str | Path, seq_ids: Iterable[str] | None = None) -> Iterator[tuple[str, str]]:
-    """Yield ``(record id, upper-case sequence)`` for the records of a FASTA (plain, gzip or bgzip).
-
-    With ``seq_ids``, only those records are returned (the others are read and skipped).
-    """
-    import pysam
-
-    wanted = None if seq_ids is None else set(seq_ids)
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: FASTA file not found")
-    with pysam.FastxFile(str(path)) as handle:
-        for record in handle:
-            if wanted is None or record.name in wanted:
-                yield record.name, record.sequence.upper()
-
-
 # ------------------------------------------------------------------------------------------------------
 # intervals and regions
 # ------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Region:
-    """A genomic interval, 0-based half-open (``end=None``: to the end of the sequence)."""
-
-    seq_id: str
-    start: int = 0
-    end: int | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Region:
-        """``"chr"`` (whole sequence) or ``"chr:start-end"`` (1-based closed, as in samtools / IGV)."""
-        if ":" not in text or not text.rsplit(":", 1)[1].replace(",", "").replace("-", "").isdigit():
-            return cls(text)
-        seq_id, span = text.rsplit(":", 1)
-        try:
-            first, last = (int(x.replace(",", "")) for x in span.split("-"))
-        except ValueError:
-            raise ValueError(f"region {text!r}: expected seq_id:start-end (1-based closed)") from None
-        if first < 1 or last < first:
-            raise ValueError(f"region {text!r}: start must be >= 1 and <= end")
-        return cls(seq_id, first - 1, last)
-
-    def contains(self, seq_id: str, start: int, end: int) -> bool:
-        return seq_id == self.seq_id and start >= self.start and (self.end is None or end <= self.end)
-
-    def overlaps(self, seq_id: str, start: int, end: int) -> bool:
-        return seq_id == self.seq_id and end > self.start and (self.end is None or start < self.end)
-
-
 def _as_regions(items: Iterable[str | Region]) -> list[Region]:
     return [item if isinstance(item, Region) else Region.parse(item) for item in items]
 
@@ -633,7 +581,7 @@ def build_task(
     rows: list[dict[str, Any]] = []
     lengths: dict[str, int] = {}
     annotated = set(annotation.seqids)
-    for seq_id, seq in read_genome(fasta, annotated):
+    for seq_id, seq in ((i, s.upper()) for i, s in read_records(fasta, annotated)):
         lengths[seq_id] = len(seq)
         extent = (
             annotated_extent({seq_id: loci[seq_id]}, lengths, margin).get(seq_id) if seq_id in loci else None
@@ -791,13 +739,11 @@ def make_task(
 __all__ = [
     "CDS_TOKEN_LABELS",
     "IGNORE_INDEX",
-    "Region",
     "TASKS",
     "assign_splits",
     "build_task",
     "label_names",
     "make_task",
     "nucleotide_labels",
-    "read_genome",
     "task_schema",
 ]

@@ -60,10 +60,11 @@ from typing import Any
 
 import numpy as np
 
-from genolm.data.fasta import COMPLEMENT, LOWER, TO_ACGTN, GenomeDataError, is_url, iter_fasta_blocks
 from genolm.data.manifest import MANIFEST_SUFFIXES, ManifestEntry, load_manifest
 from genolm.data.ncbi import is_accession
 from genolm.data.sources import GenomeFile, default_species, resolve_source
+from genolm.genome.bases import COMPLEMENT, LOWER, TO_ACGTN
+from genolm.genome.fasta import GenomeDataError, is_url, iter_fasta_blocks
 
 logger = logging.getLogger(__name__)
 

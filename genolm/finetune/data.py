@@ -111,17 +111,11 @@ def read_table(path: str | Path, text_columns: Sequence[str] = ()) -> pd.DataFra
 
 
 def read_fasta(path: str | Path) -> tuple[list[str], list[str]]:
-    """Record ids and upper-case sequences of a FASTA file (plain, gzip or bgzip)."""
-    from ..data.fasta import iter_fasta_blocks
+    """Record ids and upper-case sequences of a FASTA file (plain, gzip or bgzip), validated."""
+    from ..genome import read_records
 
-    ids: list[str] = []
-    pieces: list[list[bytes]] = []
-    for seq_id, start, bases in iter_fasta_blocks(path):
-        if start == 0:
-            ids.append(seq_id)
-            pieces.append([])
-        pieces[-1].append(bases)
-    return ids, [b"".join(p).decode("ascii").upper() for p in pieces]
+    records = [(seq_id, seq.upper()) for seq_id, seq in read_records(path)]
+    return [seq_id for seq_id, _ in records], [seq for _, seq in records]
 
 
 def _clean_sequence(value: Any, where: str) -> str:

@@ -5,8 +5,9 @@ notebooks and benchmarks; ``genolm.inference.cli`` only parses arguments and cal
 Coordinates: the Python API is 0-based half-open; VCF ``POS``, GFF3 and ``--region`` are 1-based closed.
 """
 
+from ..genome import parse_region
 from .annotate import AnnotateReport, annotate_fasta, naive_predict_bases, predict_bases, run_annotate
-from .genome import Genome, TokenGrid, Window, parse_region
+from .genome import Genome, TokenGrid, Window
 from .ism import ISMResult, ism_region, naive_ism_region, plot_ism, run_ism
 from .scoring import load_model
 from .vep import SKIP_REASONS, SNV, VariantScore, VepReport, naive_variant_score, run_vep, score_variants

@@ -37,7 +37,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .genome import IS_BASE_BYTE, iter_fasta_chunks
+from ..genome import iter_records, sequence_lengths
+from .genome import IS_BASE_BYTE
 from .scoring import KmerTable, encode_windows, load_model, max_window_tokens
 
 __all__ = [
@@ -160,7 +161,7 @@ def predict_bases(
     Args:
         model: a loaded token-classification model (``GenoLMForTokenClassification``).
         tokenizer: its ``GenoLMTokenizer``.
-        chunks: the sequence in consecutive pieces (e.g. from ``iter_fasta_chunks``).
+        chunks: the sequence in consecutive pieces (e.g. from :func:`genolm.genome.iter_records`, decoded).
         window_tokens: tokens per window, ``<cls>`` excluded (default: the model's maximum).
         stride_tokens: tokens between window starts (default ``window_tokens // 2``).
         batch_size: windows per forward pass.
@@ -403,18 +404,6 @@ def _write_intervals(
     return counter
 
 
-def _fasta_lengths(fasta: Path) -> dict[str, int]:
-    fai = Path(str(fasta) + ".fai")
-    if fai.exists():
-        lengths = {}
-        with open(fai) as handle:
-            for line in handle:
-                fields = line.split("\t")
-                lengths[fields[0]] = int(fields[1])
-        return lengths
-    return {name: sum(len(c) for c in chunks) for name, chunks in iter_fasta_chunks(fasta)}
-
-
 def annotate_fasta(
     model,
     tokenizer,
@@ -460,7 +449,7 @@ def annotate_fasta(
     if unknown:
         raise ValueError(f"skip_labels {sorted(unknown)} are not labels of the model ({', '.join(labels)})")
     multi_label = getattr(config, "problem_type", None) == "multi_label_classification"
-    lengths = _fasta_lengths(fasta)
+    lengths = sequence_lengths(fasta)
     tracks = _TrackWriter(Path(bigwig_dir), labels, lengths) if bigwig_dir else None
     report = AnnotateReport(intervals={name: 0 for name in labels})
     bar = tqdm(total=sum(lengths.values()), desc="annotate", unit="bp", unit_scale=True, disable=not progress)
@@ -471,7 +460,8 @@ def annotate_fasta(
             handle.writelines(
                 f"##sequence-region {name} 1 {length}\n" for name, length in lengths.items() if length
             )
-        for name, chunks in iter_fasta_chunks(fasta, chunk_bases):
+        for name, blocks in iter_records(fasta, chunk_bases):
+            chunks = (block.decode("ascii") for block in blocks)
             caller = _IntervalCaller(labels, multi_label, threshold, set(skip_labels))
             bases = 0
             for start, probs in predict_bases(

@@ -1,4 +1,4 @@
-"""Reference sequences for inference: FASTA access, regions, strands and the k-mer token grid.
+"""Reference sequences for inference: a :class:`genolm.genome.Reference` with the k-mer token grid.
 
 Coordinates are 0-based half-open throughout this module (Python slicing). Conversions from the 1-based
 formats (VCF ``POS``, GFF3, ``chr:start-end`` regions) happen where those formats are read.
@@ -16,47 +16,18 @@ even for a long chromosome.
 
 from __future__ import annotations
 
-import gzip
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-__all__ = [
-    "IS_BASE_BYTE",
-    "Genome",
-    "TokenGrid",
-    "Window",
-    "complement",
-    "is_base",
-    "iter_fasta_chunks",
-    "parse_region",
-    "reverse_complement",
-]
+from ..genome import TO_ACGTN, VALID, Reference
 
-# Byte -> whether NT's tokenizer reads it as a base (A/C/G/T/U, either case; U is read as T). Any other
-# character is a single-character token and ends a run of bases.
-IS_BASE_BYTE = np.zeros(256, dtype=bool)
-IS_BASE_BYTE[list(b"ACGTUacgtu")] = True
-_COMPLEMENT = str.maketrans("ACGTUNRYSWKMBDHVacgtunryswkmbdhv", "TGCAANYRSWMKVHDBtgcaanyrswmkvhdb")
+__all__ = ["IS_BASE_BYTE", "Genome", "TokenGrid", "Window"]
+
+# Byte -> whether the tokenizer reads it as a base (A/C/G/T/U, either case; U is read as T), from the shared
+# byte table. Any other character is a single-character token and ends a run of bases.
+IS_BASE_BYTE = VALID & np.isin(np.frombuffer(TO_ACGTN, dtype=np.uint8), list(b"ACGT"))
 _SCAN_CHUNK = 1 << 24  # bases per numpy pass when scanning a sequence for non-base runs
-
-
-def complement(seq: str) -> str:
-    """Complement of a nucleotide string (IUPAC codes included, case kept, other characters unchanged)."""
-    return seq.translate(_COMPLEMENT)
-
-
-def reverse_complement(seq: str) -> str:
-    """Reverse complement of a nucleotide string."""
-    return seq.translate(_COMPLEMENT)[::-1]
-
-
-def is_base(char: str) -> bool:
-    """Whether one character is an unambiguous base (A/C/G/T, either case): a valid SNV allele."""
-    return len(char) == 1 and char in "ACGTacgt"
 
 
 def _nonbase_runs(seq: str) -> tuple[np.ndarray, np.ndarray]:
@@ -198,63 +169,12 @@ class TokenGrid:
         return windows
 
 
-class Genome:
-    """Random access to the records of a FASTA file, with one token grid per record and strand.
+class Genome(Reference):
+    """A :class:`genolm.genome.Reference` with one token grid per record and strand (cached)."""
 
-    Plain and bgzip-compressed FASTA with a samtools index (``.fai``, plus ``.gzi`` for bgzip) are read with
-    ``pysam.FastaFile``; pysam builds a missing index where it can write. Anything else (plain gzip, a
-    read-only folder without index) is read into memory once.
-
-    Args:
-        path: FASTA file (``.fa``, ``.fa.gz``).
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        if not self.path.exists():
-            raise FileNotFoundError(f"{self.path}: FASTA file not found")
-        self._fasta = None
-        self._records: dict[str, str] | None = None
-        import pysam
-
-        previous = pysam.set_verbosity(0)  # htslib logs its own errors for files it cannot index
-        try:
-            self._fasta = pysam.FastaFile(str(self.path))
-            self.lengths = dict(zip(self._fasta.references, self._fasta.lengths))
-        except (OSError, ValueError):
-            self._records = {}
-            for name, chunks in iter_fasta_chunks(self.path):
-                self._records[name] = "".join(chunks)
-            self.lengths = {name: len(seq) for name, seq in self._records.items()}
-        finally:
-            pysam.set_verbosity(previous)
+    def __init__(self, path):
+        super().__init__(path)
         self._grids: dict[tuple[str, int, str], TokenGrid] = {}
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.lengths)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.lengths
-
-    def fetch(self, name: str, start: int, end: int, strand: str = "+") -> str:
-        """Bases ``[start, end)`` of record ``name`` on the forward strand's coordinates, as stored (case kept);
-        ``strand="-"`` returns their reverse complement."""
-        if name not in self.lengths:
-            raise KeyError(f"{self.path}: no sequence named {name!r}")
-        if self._fasta is not None:
-            seq = self._fasta.fetch(name, start, end)
-        else:
-            seq = self._records[name][start:end]
-        return reverse_complement(seq) if strand == "-" else seq
-
-    def fetch_strand(self, name: str, start: int, end: int, strand: str) -> str:
-        """Bases ``[start, end)`` in the *strand's own* coordinates (on ``-``, position 0 is the last base of
-        the forward strand)."""
-        if strand == "+":
-            return self.fetch(name, start, end)
-        length = self.lengths[name]
-        return self.fetch(name, length - end, length - start, "-")
 
     def grid(self, name: str, k: int, strand: str = "+") -> TokenGrid:
         """Token grid of one strand of record ``name`` (cached). Builds the forward grid by scanning the record
@@ -272,102 +192,3 @@ class Genome:
                     ends.append(e + offset)
                 self._grids[key] = TokenGrid(length, *_merge_runs(starts, ends), k)
         return self._grids[key]
-
-    def close(self) -> None:
-        if self._fasta is not None:
-            self._fasta.close()
-
-    def __enter__(self) -> Genome:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def _open_text(path: str | os.PathLike):
-    path = Path(path)
-    with open(path, "rb") as handle:
-        magic = handle.read(2)
-    if magic == b"\x1f\x8b":  # gzip, including bgzip (multi-member gzip)
-        return gzip.open(path, "rt")
-    return open(path)
-
-
-def iter_fasta_chunks(
-    path: str | os.PathLike, chunk_bases: int = 1 << 20
-) -> Iterator[tuple[str, Iterator[str]]]:
-    """Stream a FASTA file (plain, gzip or bgzip) record by record in bounded memory.
-
-    Yields ``(name, chunks)`` per record, where ``chunks`` yields the record's sequence in pieces of about
-    ``chunk_bases`` characters (line breaks removed, case kept). Consume ``chunks`` before advancing to the next
-    record. ``name`` is the header up to the first whitespace.
-    """
-    handle = _open_text(path)
-    state = {"line": None, "lineno": 0}
-
-    def next_line() -> str | None:
-        line = handle.readline()
-        state["lineno"] += 1
-        return line if line else None
-
-    def record_chunks() -> Iterator[str]:
-        buffer, size = [], 0
-        while True:
-            line = next_line()
-            if line is None or line.startswith(">"):
-                state["line"] = line
-                break
-            line = line.strip()
-            if not line or line.startswith(";"):
-                continue
-            buffer.append(line)
-            size += len(line)
-            if size >= chunk_bases:
-                yield "".join(buffer)
-                buffer, size = [], 0
-        if buffer:
-            yield "".join(buffer)
-
-    try:
-        line = next_line()
-        while line is not None and not line.startswith(">"):
-            if line.strip():
-                raise ValueError(f"{path}:{state['lineno']}: expected a FASTA header line starting with '>'")
-            line = next_line()
-        while line is not None:
-            name = line[1:].split(maxsplit=1)[0] if line[1:].strip() else ""
-            if not name:
-                raise ValueError(f"{path}:{state['lineno']}: FASTA header without a name")
-            chunks = record_chunks()
-            yield name, chunks
-            for _ in chunks:  # the caller may have stopped early: skip the rest of the record
-                pass
-            line = state["line"]
-    finally:
-        handle.close()
-
-
-def parse_region(region: str, genome: Genome | None = None) -> tuple[str, int, int]:
-    """Parse ``name:start-end`` (1-based, closed, as in samtools; commas allowed) or ``name`` (whole record).
-
-    Returns ``(name, start, end)`` 0-based half-open: ``start = START - 1``, ``end = END``.
-    """
-    name, sep, span = region.rpartition(":")
-    if not sep or (genome is not None and region in genome):
-        if genome is None:
-            raise ValueError(f"region {region!r}: expected NAME:START-END (1-based, closed)")
-        if region not in genome:
-            raise ValueError(f"region {region!r}: no such sequence in {genome.path}")
-        return region, 0, genome.lengths[region]
-    try:
-        first, last = (int(x.replace(",", "").replace("_", "")) for x in span.split("-"))
-    except ValueError:
-        raise ValueError(f"region {region!r}: expected NAME:START-END with integer START and END") from None
-    if first < 1 or last < first:
-        raise ValueError(f"region {region!r}: need 1 <= START <= END (1-based, closed)")
-    if genome is not None:
-        if name not in genome:
-            raise ValueError(f"region {region!r}: no sequence named {name!r} in {genome.path}")
-        if last > genome.lengths[name]:
-            raise ValueError(f"region {region!r}: END is past the end of {name} ({genome.lengths[name]} bp)")
-    return name, first - 1, last

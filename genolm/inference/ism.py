@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .genome import Genome, complement, is_base, parse_region
+from ..genome import complement, is_base, parse_region, read_gff3
+from .genome import Genome
 from .scoring import KmerTable, encode_windows, load_model, masked_log_probs
 from .vep import SNV, _check_window, naive_variant_score
 
@@ -178,30 +179,14 @@ def naive_ism_region(
     return ISMResult(chrom, start, end, ref, scores)
 
 
-def _read_gff3_features(path: str | os.PathLike, chrom: str, start: int, end: int, types: tuple[str, ...]):
+def _overlapping_features(path: str | os.PathLike, chrom: str, start: int, end: int, types: tuple[str, ...]):
     """GFF3 features of ``types`` on ``chrom`` overlapping ``[start, end)`` (0-based): list of
     ``(type, start0, end0, strand, name)``. GFF3 is 1-based closed: ``start0 = start - 1``, ``end0 = end``."""
-    features = []
-    with open(path) as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if line.startswith("##FASTA"):
-                break
-            if line.startswith("#") or not line.strip():
-                continue
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) != 9:
-                raise ValueError(
-                    f"{path}:{lineno}: expected 9 tab-separated GFF3 columns, found {len(fields)}"
-                )
-            if fields[0] != chrom or fields[2] not in types:
-                continue
-            f_start, f_end = int(fields[3]) - 1, int(fields[4])
-            if f_end <= start or f_start >= end:
-                continue
-            attributes = dict(kv.split("=", 1) for kv in fields[8].split(";") if "=" in kv)
-            name = attributes.get("Name") or attributes.get("gene") or attributes.get("ID", fields[2])
-            features.append((fields[2], f_start, f_end, fields[6], name))
-    return features
+    return [
+        (f.type, f.start - 1, f.end, f.strand, f.get("Name") or f.get("gene") or f.get("ID", f.type))
+        for f in read_gff3(path)
+        if f.seqid == chrom and f.type in types and f.end > start and f.start - 1 < end
+    ]
 
 
 def plot_ism(
@@ -228,7 +213,7 @@ def plot_ism(
     from matplotlib.patches import Rectangle
 
     features = (
-        _read_gff3_features(gff3, result.chrom, result.start, result.end, feature_types) if gff3 else []
+        _overlapping_features(gff3, result.chrom, result.start, result.end, feature_types) if gff3 else []
     )
     tracks = sorted({f[0] for f in features}, key=feature_types.index)
     width = min(40.0, max(6.0, (result.end - result.start) / 25))
@@ -306,7 +291,7 @@ def run_ism(
     started = time.perf_counter()
     model, tokenizer = load_model(model, tokenizer, "masked-lm", device, dtype)
     genome = fasta if isinstance(fasta, Genome) else Genome(fasta)
-    chrom, start, end = parse_region(region, genome)
+    chrom, start, end = parse_region(region, genome.lengths)
     compute = naive_ism_region if naive else ism_region
     kwargs = {} if naive else {"batch_size": batch_size}
     result = compute(

@@ -48,7 +48,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .genome import Genome, Window, complement, is_base
+from ..genome import complement, is_base
+from .genome import Genome, Window
 from .scoring import (
     EncodedBatch,
     KmerTable,

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import logging
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -29,6 +30,7 @@ from typing import IO
 import numpy as np
 
 from ..errors import UserError
+from .bases import AMBIGUOUS, LOWER, VALID, describe_byte
 
 logger = logging.getLogger(__name__)
 
@@ -36,48 +38,11 @@ FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas", ".faa", ".ffn", ".frn", ".seq
 GZIP_SUFFIXES = (".gz", ".bgz", ".bgzf")
 _READ_SIZE = 4 << 20
 _BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+_WHITESPACE = b" \t\r\n\v\f"
 
 
 class GenomeDataError(UserError):
     """Bad genome input: the message names the file (or URL), the line or byte offset and the problem."""
-
-
-# --- byte tables -------------------------------------------------------------------------------
-_NUCLEOTIDE_LETTERS = b"ACGTNRYSWKMBDHVUX"
-VALID = np.zeros(256, dtype=bool)
-AMBIGUOUS = np.zeros(256, dtype=bool)  # valid letters other than A, C, G, T, N (IUPAC codes, U, X)
-LOWER = np.zeros(256, dtype=bool)
-for _c in _NUCLEOTIDE_LETTERS:
-    for _b in (_c, _c + 32):
-        VALID[_b] = True
-        AMBIGUOUS[_b] = _c not in b"ACGTN"
-LOWER[ord("a") : ord("z") + 1] = True
-_WHITESPACE = b" \t\r\n\v\f"
-_TO_ACGTN = bytearray(range(256))
-for _c in _NUCLEOTIDE_LETTERS:
-    _TO_ACGTN[_c] = _TO_ACGTN[_c + 32] = _c if _c in b"ACGTN" else ord("N")
-TO_ACGTN = bytes(_TO_ACGTN)  # bytes.translate table: upper-case A/C/G/T, every other valid letter -> N
-_COMPLEMENT = bytearray(range(256))
-for _a, _b in zip(b"ACGTN", b"TGCAN", strict=True):
-    _COMPLEMENT[_a] = _b
-COMPLEMENT = bytes(_COMPLEMENT)
-
-
-def normalise(bases: bytes) -> bytes:
-    """Upper-case ``A/C/G/T`` and map every other (valid) letter to ``N``."""
-    return bases.translate(TO_ACGTN)
-
-
-def reverse_complement(acgtn: bytes) -> bytes:
-    """Reverse complement of a normalised (``ACGTN``) sequence."""
-    return acgtn.translate(COMPLEMENT)[::-1]
-
-
-def _describe_byte(value: int) -> str:
-    char = chr(value)
-    if char.isprintable() and value < 128:
-        return f"invalid character {char!r}"
-    return f"binary byte 0x{value:02x} (not a FASTA text file?)"
 
 
 # --- sniffing ----------------------------------------------------------------------------------
@@ -122,6 +87,18 @@ def check_bgzf_eof(path: str | Path) -> None:
         )
 
 
+def open_local(path: str | Path) -> IO[bytes]:
+    """Open a local file for binary reading; a missing or unreadable file is a :class:`GenomeDataError`."""
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise GenomeDataError(f"{path}: FASTA file not found") from None
+    except IsADirectoryError:
+        raise GenomeDataError(f"{path}: is a folder, not a FASTA file") from None
+    except PermissionError:
+        raise GenomeDataError(f"{path}: permission denied reading the FASTA file") from None
+
+
 # --- streams -----------------------------------------------------------------------------------
 def is_url(location: str) -> bool:
     return "://" in str(location)
@@ -158,7 +135,7 @@ class _Prepended(io.RawIOBase):
 
 def _open_raw(location: str) -> IO[bytes]:
     if not is_url(location):
-        return open(location, "rb")
+        return open_local(location)
     from genolm.data.remote import open_url
 
     return open_url(location)
@@ -256,7 +233,7 @@ def iter_fasta_blocks(location: str | Path, block_size: int = 1 << 20) -> Iterat
                     header = buf[pos + 1 : end].strip()
                     if not header:
                         raise GenomeDataError(f"{name}: line {line}: empty FASTA header '>'")
-                    seq_id = header.split()[0].decode("utf-8", "replace")
+                    seq_id = _decode_header(header, name, line)
                     if seq_id in seen:
                         raise GenomeDataError(
                             f"{name}: line {line}: duplicate sequence id {seq_id!r} "
@@ -304,6 +281,36 @@ def iter_fasta_blocks(location: str | Path, block_size: int = 1 << 20) -> Iterat
         yield seq_id, rec_pos, bytes(pending)
 
 
+def iter_records(location: str | Path, block_size: int = 1 << 20) -> Iterator[tuple[str, Iterator[bytes]]]:
+    """Stream a FASTA record by record: ``(seq_id, blocks)`` where ``blocks`` yields the record's validated
+    bases in pieces of ``block_size`` (case kept). Consume ``blocks`` before advancing to the next record."""
+    for seq_id, group in itertools.groupby(iter_fasta_blocks(location, block_size), key=lambda block: block[0]):
+        yield seq_id, (bases for _, _, bases in group)
+
+
+def read_records(location: str | Path, seq_ids: Iterable[str] | None = None) -> Iterator[tuple[str, str]]:
+    """Yield ``(seq_id, sequence)`` for the records of a FASTA (validated, case kept), optionally only
+    those in ``seq_ids`` (the others are read and skipped)."""
+    wanted = None if seq_ids is None else set(seq_ids)
+    for seq_id, blocks in iter_records(location, 1 << 24):
+        if wanted is None or seq_id in wanted:
+            yield seq_id, b"".join(blocks).decode("ascii")
+        else:
+            for _ in blocks:
+                pass
+
+
+def _decode_header(header: bytes, name: str, line: int) -> str:
+    """The sequence id (first word) of a header line, which must be UTF-8 text."""
+    try:
+        text = header.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise GenomeDataError(
+            f"{name}: line {line}, column {err.start + 2}: header is not UTF-8 text (byte 0x{header[err.start]:02x})"
+        ) from None
+    return text.split()[0]
+
+
 def _validate_region(bases: bytes, region: bytes, name: str, first_line: int) -> None:
     codes = np.frombuffer(bases, dtype=np.uint8)
     valid = VALID[codes]
@@ -317,143 +324,7 @@ def _validate_region(bases: bytes, region: bytes, name: str, first_line: int) ->
     raw_index = int(np.flatnonzero(not_space[raw])[bad])
     line = first_line + region.count(b"\n", 0, raw_index)
     column = raw_index - (region.rfind(b"\n", 0, raw_index) + 1) + 1
-    raise GenomeDataError(f"{name}: line {line}, column {column}: {_describe_byte(int(codes[bad]))} in sequence")
-
-
-# --- indexed access ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class FaiRecord:
-    """One line of a samtools ``.fai`` index."""
-
-    name: str
-    length: int
-    offset: int
-    line_bases: int
-    line_width: int
-
-
-def read_fai(path: str | Path) -> list[FaiRecord]:
-    """Parse a ``.fai`` index, rejecting malformed lines and duplicate sequence ids."""
-    records: list[FaiRecord] = []
-    seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as fh:
-        for number, text in enumerate(fh, start=1):
-            fields = text.rstrip("\r\n").split("\t")
-            if len(fields) < 5:
-                raise GenomeDataError(f"{path}: line {number}: expected 5 tab-separated fields, got {len(fields)}")
-            try:
-                length, offset, line_bases, line_width = (int(v) for v in fields[1:5])
-            except ValueError:
-                raise GenomeDataError(f"{path}: line {number}: non-integer field in {text.strip()!r}") from None
-            if fields[0] in seen:
-                raise GenomeDataError(
-                    f"{path}: line {number}: duplicate sequence id {fields[0]!r} (first at line {seen[fields[0]]})"
-                )
-            if length == 0:
-                raise GenomeDataError(f"{path}: line {number}: empty sequence for record {fields[0]!r}")
-            seen[fields[0]] = number
-            records.append(FaiRecord(fields[0], length, offset, line_bases, line_width))
-    if not records:
-        raise GenomeDataError(f"{path}: empty FASTA index")
-    return records
-
-
-def find_index(path: str | Path) -> tuple[Path, Path | None] | None:
-    """The ``(.fai, .gzi)`` pair next to a local FASTA, or ``None`` if it cannot be read by index."""
-    path = Path(path)
-    fai = Path(f"{path}.fai")
-    if not fai.exists():
-        return None
-    with open(path, "rb") as fh:
-        head = fh.read(64)
-    if not head:
-        raise GenomeDataError(f"{path}: empty file")
-    fmt = sniff_format(head, str(path))
-    if fmt.compression == "gzip":
-        return None
-    gzi = None
-    if fmt.compression == "bgzip":
-        gzi = Path(f"{path}.gzi")
-        if not gzi.exists():
-            return None
-        check_bgzf_eof(path)
-    if fai.stat().st_mtime + 1 < path.stat().st_mtime:
-        logger.warning("%s: index %s is older than the FASTA file; re-index with `samtools faidx`", path, fai)
-    return fai, gzi
-
-
-class IndexedFasta:
-    """Random access to a local FASTA through its ``.fai`` (+ ``.gzi``) index, via :class:`pysam.FastaFile`.
-
-    The pysam handle is opened lazily, so instances can be pickled into dataloader workers.
-    """
-
-    def __init__(self, path: str | Path, fai: str | Path | None = None, gzi: str | Path | None = None):
-        self.path = str(path)
-        self.fai = str(fai or f"{path}.fai")
-        self.gzi = str(gzi) if gzi else None
-        self.records = read_fai(self.fai)
-        self._by_name = {r.name: i for i, r in enumerate(self.records)}
-        self._handle = None
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_handle"] = None
-        return state
-
-    @property
-    def handle(self):
-        if self._handle is None:
-            import pysam
-
-            kwargs = {"filepath_index": self.fai}
-            if self.gzi:
-                kwargs["filepath_index_compressed"] = self.gzi
-            self._handle = pysam.FastaFile(self.path, **kwargs)
-        return self._handle
-
-    def fetch(self, seq_id: str, start: int, end: int) -> bytes:
-        """Bases ``[start, end)`` of ``seq_id`` (case kept), validated."""
-        index = self._by_name.get(seq_id)
-        if index is None:
-            raise GenomeDataError(f"{self.path}: no sequence {seq_id!r} in the index {self.fai}")
-        record = self.records[index]
-        if not 0 <= start <= end <= record.length:
-            raise GenomeDataError(
-                f"{self.path}: region {seq_id}:{start}-{end} outside the sequence (length {record.length})"
-            )
-        try:
-            bases = self.handle.fetch(seq_id, start, end).encode("ascii", "replace")
-        except (OSError, ValueError) as err:
-            raise GenomeDataError(f"{self.path}: cannot read {seq_id}:{start}-{end}: {err}") from None
-        if len(bases) != end - start:
-            raise GenomeDataError(
-                f"{self.path}: read {len(bases)} bases for {seq_id}:{start}-{end} instead of {end - start} "
-                "(truncated file or stale .fai index?)"
-            )
-        codes = np.frombuffer(bases, dtype=np.uint8)
-        valid = VALID[codes]
-        if not valid.all():
-            bad = int(np.argmin(valid))
-            line, column = self.line_of(index, start + bad)
-            raise GenomeDataError(
-                f"{self.path}: line {line}, column {column}: {_describe_byte(int(codes[bad]))} in sequence "
-                f"{seq_id!r} (position {start + bad})"
-            )
-        return bases
-
-    def line_of(self, index: int, position: int) -> tuple[int, int]:
-        """1-based (line, column) of a 0-based position of record ``index`` (from the index geometry)."""
-        line = 0
-        for record in self.records[:index]:
-            line += 1 + -(-record.length // record.line_bases)
-        record = self.records[index]
-        return line + 2 + position // record.line_bases, position % record.line_bases + 1
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+    raise GenomeDataError(f"{name}: line {line}, column {column}: {describe_byte(int(codes[bad]))} in sequence")
 
 
 # --- statistics --------------------------------------------------------------------------------
