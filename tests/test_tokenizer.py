@@ -44,7 +44,7 @@ def nt_reference(seq: str, vocab: list[str], k: int) -> list[int]:
 
 
 def extended_reference(seq: str, vocab: list[str], k: int) -> list[int]:
-    """genolm's documented extension: case folded, IUPAC codes and N -> N, U -> T, ASCII whitespace ignored,
+    """genolm's documented extension: case folded, IUPAC codes, X and N -> N, U -> T, ASCII whitespace ignored,
     any other character one <unk> that ends the run."""
     index = {t: i for i, t in enumerate(vocab)}
     ids, run = [index["<cls>"]], ""
@@ -62,7 +62,7 @@ def extended_reference(seq: str, vocab: list[str], k: int) -> list[int]:
             continue
         ids += flush(run)
         run = ""
-        ids.append(index["N"] if base is not None and (base == "N" or base in IUPAC) else index["<unk>"])
+        ids.append(index["N"] if base is not None and (base in ("N", "X") or base in IUPAC) else index["<unk>"])
     return ids + flush(run)
 
 

@@ -20,7 +20,7 @@ def chloroplast_path() -> Path:
 @lru_cache(maxsize=1)
 def read_chloroplast() -> str:
     """The chloroplast genome as an upper-case string (154,478 bp)."""
-    import pysam
+    from genolm.genome import Reference
 
-    with pysam.FastaFile(str(chloroplast_path())) as fasta:
-        return fasta.fetch(CHLOROPLAST_ID).upper()
+    with Reference(chloroplast_path()) as fasta:
+        return fasta.fetch(CHLOROPLAST_ID, 0, fasta.lengths[CHLOROPLAST_ID]).upper()

@@ -53,7 +53,9 @@ def read_fai(path: str | Path) -> list[FaiRecord]:
     for number, text in enumerate(lines, start=1):
         fields = text.rstrip("\r\n").split("\t")
         if len(fields) < 5:
-            raise GenomeDataError(f"{path}: line {number}: expected 5 tab-separated fields, got {len(fields)}")
+            raise GenomeDataError(
+                f"{path}: line {number}: expected 5 tab-separated fields, got {len(fields)}"
+            )
         try:
             length, offset, line_bases, line_width = (int(v) for v in fields[1:5])
         except ValueError:
@@ -136,10 +138,13 @@ def _folder_writable(*paths: Path) -> bool:
 
 
 def build_index(path: str | Path) -> tuple[Path, Path | None]:
-    """Write ``path.fai`` (and ``path.gzi`` for bgzip) with ``pysam.faidx``; returns their paths."""
+    """Validate the whole FASTA (as the streaming reader does), then write ``path.fai`` (and ``path.gzi`` for
+    bgzip) with ``pysam.faidx``; returns their paths."""
     import pysam
 
     path = Path(path)
+    for _ in iter_fasta_blocks(path, 1 << 24):
+        pass
     try:
         pysam.faidx(str(path))
     except pysam.SamtoolsError as err:

@@ -34,13 +34,17 @@ class Region:
         else:
             pieces = span.replace(",", "").split("-")
             if len(pieces) != 2 or not all(p.isdigit() for p in pieces) or not seq_id:
-                raise UserError(f"region {text!r}: expected SEQ:START-END with integer START and END (1-based, closed)")
+                raise UserError(
+                    f"region {text!r}: expected SEQ:START-END with integer START and END (1-based, closed)"
+                )
             first, last = int(pieces[0]), int(pieces[1])
             if first < 1 or last < first:
                 raise UserError(f"region {text!r}: need 1 <= START <= END (1-based, closed)")
         if lengths is not None:
             if seq_id not in lengths:
-                raise UserError(f"region {text!r}: no sequence named {seq_id!r} (sequences: {_some(lengths)})")
+                raise UserError(
+                    f"region {text!r}: no sequence named {seq_id!r} (sequences: {_some(lengths)})"
+                )
             if last is not None and last > lengths[seq_id]:
                 raise UserError(
                     f"region {text!r}: END {last} is past the end of {seq_id} (length {lengths[seq_id]} bp)"
@@ -56,7 +60,11 @@ class Region:
         return seq_id == self.seq_id and end > self.start and (self.end is None or start < self.end)
 
     def __str__(self) -> str:
-        return self.seq_id if self.end is None and self.start == 0 else f"{self.seq_id}:{self.start + 1}-{self.end}"
+        return (
+            self.seq_id
+            if self.end is None and self.start == 0
+            else f"{self.seq_id}:{self.start + 1}-{self.end}"
+        )
 
 
 def _some(lengths: Mapping[str, int], limit: int = 5) -> str:
