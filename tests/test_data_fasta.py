@@ -84,30 +84,6 @@ def test_unusual_but_valid_input(shared_data, tmp_path):
     assert stats["tiny"].length == 3 and stats["tiny"].lowercase == 3
 
 
-BAD_INPUTS = {
-    "missing_header.fa": (b"ACGTACGT\nACGT\n", r"missing_header\.fa: line 1: missing '>' header"),
-    "late_header.fa": (b"\n\nACGT\n>x\nACGT\n", r"late_header\.fa: line 3: missing '>' header"),
-    "binary.fa": (b">x\nACGT\x00\x01\x02\n", r"binary\.fa: binary data at byte offset 7"),
-    "empty_seq.fa": (b">x\nACGT\n>y\n>z\nAC\n", r"empty_seq\.fa: line 3: empty sequence for record 'y'"),
-    "empty_last.fa": (b">x\nACGT\n>y\n", r"empty_last\.fa: line 3: empty sequence for record 'y'"),
-    "duplicate.fa": (b">x\nACGT\n>y\nAC\n>x\nGG\n", r"duplicate\.fa: line 5: duplicate sequence id 'x' \(first defined at line 1\)"),
-    "bad_char.fa": (b">x\nACGT\nAC*T\n", r"bad_char\.fa: line 3, column 3: invalid character '\*'"),
-    "protein.fa": (b">p\nMEEPQSDPSV\n", r"protein\.fa: line 2, column 2: invalid character 'E'"),
-    "empty_header.fa": (b">\nACGT\n", r"empty_header\.fa: line 1: empty FASTA header"),
-    "empty.fa": (b"", r"empty\.fa: empty file"),
-}
-
-
-@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
-def test_bad_input_errors(tmp_path, name):
-    content, message = BAD_INPUTS[name]
-    path = tmp_path / name
-    path.write_bytes(content)
-    with pytest.raises(GenomeDataError, match=message):
-        files = resolve_source(path)
-        list(iter_fasta_blocks(files[0].location))
-
-
 def test_truncated_and_corrupt_gzip(shared_data, tmp_path):
     data = (shared_data / "sources" / "braker_example_genome.fa.gz").read_bytes()
     truncated = tmp_path / "truncated.fa.gz"

@@ -11,6 +11,7 @@ import shutil
 import pyfaidx
 import pytest
 
+from genolm.data import resolve_source
 from genolm.data.windows import TokenGeometry, WindowOptions, block_windows
 from genolm.embed import embed_fasta
 from genolm.errors import UserError
@@ -79,6 +80,9 @@ BAD_INPUTS = {
 def _read_everywhere(path):
     """Read ``path`` through every reader of the package and the callers built on it."""
     yield lambda: list(iter_fasta_blocks(path))
+    yield lambda: [
+        list(iter_fasta_blocks(f.location)) for f in resolve_source(path)
+    ]  # the training data path
     yield lambda: list(read_records(path))
     yield lambda: Reference(path)  # builds an index where it can: validates the whole file first
     yield lambda: Genome(path)
@@ -103,7 +107,9 @@ def test_every_reader_reports_bad_input_with_file_and_place(tmp_path, name):
 def test_missing_file_is_a_user_error(tmp_path):
     path = tmp_path / "absent.fa"
     for read in _read_everywhere(path):
-        with pytest.raises(GenomeDataError, match=r"absent\.fa: FASTA file not found"):
+        with pytest.raises(
+            GenomeDataError, match=r"absent\.fa: (FASTA file not found|no such file or directory)"
+        ):
             read()
 
 

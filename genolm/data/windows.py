@@ -63,7 +63,7 @@ import numpy as np
 from genolm.data.manifest import MANIFEST_SUFFIXES, ManifestEntry, load_manifest
 from genolm.data.ncbi import is_accession
 from genolm.data.sources import GenomeFile, default_species, resolve_source
-from genolm.genome.bases import COMPLEMENT, LOWER, TO_ACGTN
+from genolm.genome.bases import LOWER, TO_ACGTN, reverse_complement
 from genolm.genome.fasta import GenomeDataError, is_url, iter_fasta_blocks
 
 logger = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ def block_windows(
         begin, finish = int(starts[w]), int(ends[e - 1])
         reverse = minus is not None and bool(minus[i])
         if reverse:
-            tokens, token_lengths = geometry.encode(clean[begin:finish].translate(COMPLEMENT)[::-1])
+            tokens, token_lengths = geometry.encode(reverse_complement(clean[begin:finish]))
             if len(tokens) != n:
                 raise RuntimeError(f"reverse strand gave {len(tokens)} tokens instead of {n} at {seq_id}:{begin}")
         else:
