@@ -14,7 +14,7 @@ import pytest
 from genolm.data import resolve_source
 from genolm.data.windows import TokenGeometry, WindowOptions, block_windows
 from genolm.embed import embed_fasta
-from genolm.errors import UserError
+from genolm.errors import InputDataError, UserError
 from genolm.finetune.data import read_fasta
 from genolm.genome import (
     TO_ACGTN,
@@ -27,12 +27,14 @@ from genolm.genome import (
     iter_fasta_blocks,
     normalise,
     parse_region,
+    read_gff3,
     read_records,
     reverse_complement,
     sequence_lengths,
 )
 from genolm.genome import index as index_module
 from genolm.inference import SNV, Genome, ism_region
+from genolm.inference.ism import _overlapping_features
 from genolm.inference.vep import check_variant
 
 SHARED_FASTAS = ["athaliana_chloroplast.fa", "athaliana_chr5_tail.fa.gz", "rice_chr2_1mb.fa.gz"]
@@ -337,3 +339,61 @@ def test_region_parser():
 def test_region_parser_errors(text, message):
     with pytest.raises(UserError, match=message):
         parse_region(text, {"chr1": 5000})
+
+
+# --- GFF3 -----------------------------------------------------------------------------------------
+GOOD_LINE = "c\tsrc\tgene\t1\t10\t.\t+\t.\tID=g1"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (
+            f"{GOOD_LINE}\nc\tsrc\tgene\t5\t2\t.\t+\t.\tID=g2\n".encode(),
+            r"bad\.gff3:2: invalid interval 5\.\.2",
+        ),
+        (
+            f"##gff-version 3\n{GOOD_LINE}\tx\n".encode(),
+            r"bad\.gff3:2: expected 9 tab-separated columns, found 10",
+        ),
+        (
+            f"{GOOD_LINE}\nc\tsrc\tgene\t1\t10\thigh\t+\t.\tID=g2\n".encode(),
+            r"bad\.gff3:2: score 'high' is not",
+        ),
+        (
+            f"{GOOD_LINE}\n{GOOD_LINE};Note=caf\xe9\n".encode("latin-1"),
+            r"bad\.gff3: line 2, column \d+: not UTF-8",
+        ),
+    ],
+)
+def test_gff3_errors_name_file_and_line(tmp_path, content, message):
+    path = tmp_path / "bad.gff3"
+    path.write_bytes(content)
+    with pytest.raises(InputDataError, match=message):
+        read_gff3(path)
+
+
+def test_truncated_gzip_gff3(shared_data, tmp_path):
+    path = tmp_path / "annotation.gff3.gz"
+    path.write_bytes(gzip.compress((shared_data / "athaliana_chloroplast.gff3").read_bytes())[:-100])
+    with pytest.raises(
+        InputDataError, match=r"annotation\.gff3\.gz: truncated or corrupt gzip after line \d+"
+    ):
+        read_gff3(path)
+
+
+def test_ism_heatmap_features_come_from_the_gff3_reader(shared_data):
+    path = shared_data / "athaliana_chloroplast.gff3"
+    types = ("gene", "CDS", "tRNA")
+    start, end = 1000, 12_000
+    expected = set()
+    for line in path.read_text().splitlines():
+        fields = line.split("\t")
+        if line.startswith("#") or len(fields) != 9 or fields[2] not in types:
+            continue
+        first, last = int(fields[3]), int(fields[4])
+        if last > start and first <= end:  # 1-based closed [first, last] against 0-based [start, end)
+            expected.add((fields[2], first - 1, last, fields[6]))
+    features = _overlapping_features(path, "NC_000932.1", start, end, types)
+    assert expected and {f[:4] for f in features} == expected
+    assert all(isinstance(f[4], str) and f[4] for f in features)

@@ -15,10 +15,14 @@ no introns, so callers skip them or treat them specially.
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
+
+from ..errors import InputDataError
 
 # Feature types that describe a sequence, not a gene (ignored when looking for genes).
 SEQUENCE_REGION_TYPES = frozenset({"region", "chromosome", "contig", "scaffold", "supercontig", "source"})
@@ -69,59 +73,84 @@ def _parse_attributes(text: str, where: str) -> dict[str, list[str]]:
         if not item:
             continue
         if "=" not in item:
-            raise ValueError(f"{where}: attribute {item!r} is not tag=value")
+            raise InputDataError(f"{where}: attribute {item!r} is not tag=value")
         tag, value = item.split("=", 1)
         attributes[unquote(tag.strip())] = [unquote(v) for v in value.split(",")]
     return attributes
 
 
+def _numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of a plain or gzip text file; bad bytes or a truncated gzip name file and line."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    number = 0
+    try:
+        with opener(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                yield number, raw.decode("utf-8")
+    except FileNotFoundError:
+        raise InputDataError(f"{path}: GFF3 file not found") from None
+    except UnicodeDecodeError as err:
+        raise InputDataError(
+            f"{path}: line {number}, column {err.start + 1}: not UTF-8 text (byte 0x{err.object[err.start]:02x})"
+        ) from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise InputDataError(f"{path}: truncated or corrupt gzip after line {number}: {err}") from None
+
+
+def _score(text: str, where: str) -> float | None:
+    if text == ".":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise InputDataError(f"{where}: score {text!r} is not a number or '.'") from None
+
+
 def read_gff3(path: str | Path) -> list[Feature]:
     """Read the feature lines of a GFF3 file (plain or gzip). Stops at a ``##FASTA`` section.
 
-    Raises ``ValueError`` naming the file and line for malformed lines (wrong column count, non-integer or
-    inverted coordinates, an unknown strand).
+    Raises :class:`~genolm.errors.InputDataError` naming the file and line for malformed lines (wrong column
+    count, non-integer or inverted coordinates, an unknown strand), non-UTF-8 text and truncated gzip.
     """
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
     features: list[Feature] = []
-    with opener(path, "rt") as handle:
-        for number, raw in enumerate(handle, start=1):
-            line = raw.rstrip("\n\r")
-            if line.startswith("##FASTA"):
-                break
-            if not line.strip() or line.startswith("#"):
-                continue
-            where = f"{path}:{number}"
-            columns = line.split("\t")
-            if len(columns) != 9:
-                raise ValueError(f"{where}: expected 9 tab-separated columns, found {len(columns)}")
-            seqid, source, kind, start, end, score, strand, phase, attributes = columns
-            try:
-                start_i, end_i = int(start), int(end)
-            except ValueError:
-                raise ValueError(f"{where}: start/end {start!r}/{end!r} are not integers") from None
-            if start_i < 1 or end_i < start_i:
-                raise ValueError(
-                    f"{where}: invalid interval {start_i}..{end_i} (GFF3 is 1-based, start <= end)"
-                )
-            if strand not in ("+", "-", ".", "?"):
-                raise ValueError(f"{where}: strand {strand!r} is not one of + - . ?")
-            if phase not in (".", "0", "1", "2"):
-                raise ValueError(f"{where}: phase {phase!r} is not one of . 0 1 2")
-            features.append(
-                Feature(
-                    seqid=unquote(seqid),
-                    source=source,
-                    type=kind,
-                    start=start_i,
-                    end=end_i,
-                    score=None if score == "." else float(score),
-                    strand=strand,
-                    phase=None if phase == "." else int(phase),
-                    attributes=_parse_attributes(attributes, where),
-                    line=number,
-                )
+    for number, raw in _numbered_lines(path):
+        line = raw.rstrip("\n\r")
+        if line.startswith("##FASTA"):
+            break
+        if not line.strip() or line.startswith("#"):
+            continue
+        where = f"{path}:{number}"
+        columns = line.split("\t")
+        if len(columns) != 9:
+            raise InputDataError(f"{where}: expected 9 tab-separated columns, found {len(columns)}")
+        seqid, source, kind, start, end, score, strand, phase, attributes = columns
+        try:
+            start_i, end_i = int(start), int(end)
+        except ValueError:
+            raise InputDataError(f"{where}: start/end {start!r}/{end!r} are not integers") from None
+        if start_i < 1 or end_i < start_i:
+            raise InputDataError(
+                f"{where}: invalid interval {start_i}..{end_i} (GFF3 is 1-based, start <= end)"
             )
+        if strand not in ("+", "-", ".", "?"):
+            raise InputDataError(f"{where}: strand {strand!r} is not one of + - . ?")
+        if phase not in (".", "0", "1", "2"):
+            raise InputDataError(f"{where}: phase {phase!r} is not one of . 0 1 2")
+        features.append(
+            Feature(
+                seqid=unquote(seqid),
+                source=source,
+                type=kind,
+                start=start_i,
+                end=end_i,
+                score=_score(score, where),
+                strand=strand,
+                phase=None if phase == "." else int(phase),
+                attributes=_parse_attributes(attributes, where),
+                line=number,
+            )
+        )
     return features
 
 
@@ -189,7 +218,7 @@ class GFF3:
         for parent, kids in self.children.items():
             if parent not in self.by_id:
                 kid = kids[0]
-                raise ValueError(f"{self.path}:{kid.line}: Parent {parent!r} is not the ID of any feature")
+                raise InputDataError(f"{self.path}:{kid.line}: Parent {parent!r} is not the ID of any feature")
 
     @property
     def seqids(self) -> list[str]:
@@ -206,7 +235,7 @@ class GFF3:
                 return current
             current = parents[0]
             if current in seen:
-                raise ValueError(f"{self.path}: Parent cycle through {current!r}")
+                raise InputDataError(f"{self.path}: Parent cycle through {current!r}")
             seen.add(current)
 
     def transcripts(self) -> list[Transcript]:
@@ -228,7 +257,7 @@ class GFF3:
             )
             first = lines[0]
             if first.strand not in ("+", "-") and not trans_spliced:
-                raise ValueError(f"{self.path}:{first.line}: transcript {feature_id!r} has no strand")
+                raise InputDataError(f"{self.path}:{first.line}: transcript {feature_id!r} has no strand")
             result.append(
                 Transcript(
                     id=feature_id,
