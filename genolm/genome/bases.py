@@ -14,12 +14,12 @@ NUCLEOTIDE_LETTERS = b"ACGTNRYSWKMBDHVUX"
 AMBIGUITY_CODES = b"RYSWKMBDHV"  # two- and three-base IUPAC codes (read as N)
 
 VALID = np.zeros(256, dtype=bool)  # byte -> valid sequence letter (either case)
-AMBIGUOUS = np.zeros(256, dtype=bool)  # valid letters other than A, C, G, T, N (IUPAC codes, U, X)
+AMBIGUOUS = np.zeros(256, dtype=bool)  # valid letters read as N other than N itself (IUPAC codes, X)
 LOWER = np.zeros(256, dtype=bool)  # byte -> lower-case ASCII letter (soft-masked when valid)
 for _c in NUCLEOTIDE_LETTERS:
     for _b in (_c, _c + 32):
         VALID[_b] = True
-        AMBIGUOUS[_b] = _c not in b"ACGTN"
+        AMBIGUOUS[_b] = _c not in b"ACGTNU"
 LOWER[ord("a") : ord("z") + 1] = True
 
 _TO_ACGTN = bytearray(range(256))

@@ -1,17 +1,16 @@
-"""Reading FASTA: format sniffing, validated streaming parser and indexed random access.
+"""Reading FASTA: format sniffing and the validated streaming parser.
 
-Two readers produce the same thing, *blocks* ``(seq_id, start, bases)`` that tile every record in
-fixed-size pieces (``[start, start + len(bases))``, 0-based half-open, ``start`` a multiple of
-``block_size``):
+The streaming parser, :func:`iter_fasta_blocks`, reads a stream (plain, gzip, bgzip; local or remote through
+fsspec) in large chunks and yields *blocks* ``(seq_id, start, bases)`` that tile every record in fixed-size
+pieces (``[start, start + len(bases))``, 0-based half-open, ``start`` a multiple of ``block_size``).
+:func:`iter_records` and :func:`read_records` give the same bases record by record. Random access through a
+``.fai`` index is in :mod:`genolm.genome.index`, which validates what it fetches with the same byte table.
 
-* :class:`IndexedFasta` fetches any region of a local plain or bgzipped FASTA with a ``.fai``
-  (and ``.gzi``) index through :class:`pysam.FastaFile`, without scanning the file.
-* :func:`iter_fasta_blocks` parses a stream (plain, gzip, bgzip; local or remote through fsspec)
-  in large chunks, validating as it goes.
-
-Bases keep their case (lower case marks soft-masked repeats). Letters are the IUPAC nucleotide
-codes (``ACGTN`` plus ``RYSWKMBDHVU``) and ``X`` (hard mask); anything else is an error naming the
-file, line and character. Windows line endings and blank lines are accepted.
+Bases keep their case (lower case marks soft-masked repeats). Letters are the IUPAC nucleotide codes
+(``ACGTN`` plus ``RYSWKMBDHVU``) and ``X`` (hard mask), see :mod:`genolm.genome.bases`; anything else is an
+error naming the file, line, column and character. So are a missing ``>`` header, an empty record, a
+duplicate id, a header that is not UTF-8, binary data and a truncated or corrupt gzip stream. Windows line
+endings and blank lines are accepted.
 """
 
 from __future__ import annotations
@@ -335,7 +334,7 @@ class RecordStats:
     seq_id: str
     length: int = 0
     n: int = 0  # N (and n)
-    ambiguous: int = 0  # IUPAC codes other than ACGTN, U and X: mapped to N for tokenisation
+    ambiguous: int = 0  # IUPAC ambiguity codes and X (hard mask): read as N for tokenisation
     lowercase: int = 0  # soft-masked bases
     gc: int = 0
 
