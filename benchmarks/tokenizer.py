@@ -30,11 +30,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pysam
 import tokenizers
 import transformers
 from transformers import EsmTokenizer
 
+from genolm.genome import read_records as genome_records
 from genolm.tokenization_genolm import GenoLMTokenizer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -59,9 +59,7 @@ def read_records(data: Path) -> list[tuple[str, str]]:
         path = data / name
         if not path.exists():
             sys.exit(f"missing {path}: the shared genome excerpts are expected in {data}")
-        with pysam.FastaFile(str(path)) as fasta:
-            for ref in fasta.references:
-                records.append((f"{name}:{ref}", fasta.fetch(ref)))
+        records.extend((f"{name}:{seq_id}", seq) for seq_id, seq in genome_records(path))
     return records
 
 

@@ -10,8 +10,8 @@ import pyfaidx
 import pysam
 import pytest
 
-from genolm.data import GenomeDataError, IndexedFasta, fasta_stats, iter_fasta_blocks, resolve_source
-from genolm.genome import read_fai
+from genolm.data import resolve_source
+from genolm.genome import GenomeDataError, IndexedFasta, fasta_stats, iter_fasta_blocks, read_fai
 
 
 def _records(location, block_size):

@@ -18,12 +18,12 @@ from genolm.data import (
     assembly_directory,
     build_ncbi_manifest,
     genome_dataset,
-    iter_fasta_blocks,
     load_manifest,
     resolve_accession,
     resolve_source,
 )
 from genolm.data.cli import add_data_parser
+from genolm.genome import iter_fasta_blocks
 
 TAIR = "all/GCF/000/001/735"
 HEADER = (

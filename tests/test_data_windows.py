@@ -20,7 +20,7 @@ from genolm.data.windows import WindowOptions
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_MANIFEST = REPO / "recipes" / "data" / "example_3_species.tsv"
 COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
-IUPAC_TO_N = str.maketrans({c: "N" for c in "RYSWKMBDHVUX"})
+IUPAC_TO_N = str.maketrans({**{c: "N" for c in "RYSWKMBDHVX"}, "U": "T"})
 
 
 @pytest.fixture(scope="module")

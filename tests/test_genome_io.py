@@ -15,7 +15,7 @@ from genolm.data import resolve_source
 from genolm.data.windows import TokenGeometry, WindowOptions, block_windows
 from genolm.embed import embed_fasta
 from genolm.errors import InputDataError, UserError
-from genolm.finetune.data import read_fasta
+from genolm.finetune.data import load_records
 from genolm.genome import (
     TO_ACGTN,
     VALID,
@@ -81,6 +81,8 @@ BAD_INPUTS = {
 
 def _read_everywhere(path):
     """Read ``path`` through every reader of the package and the callers built on it."""
+    labels = path.parent / "labels.csv"
+    labels.write_text("id,label\nx,1\n")
     yield lambda: list(iter_fasta_blocks(path))
     yield lambda: [
         list(iter_fasta_blocks(f.location)) for f in resolve_source(path)
@@ -89,7 +91,7 @@ def _read_everywhere(path):
     yield lambda: Reference(path)  # builds an index where it can: validates the whole file first
     yield lambda: Genome(path)
     yield lambda: sequence_lengths(path)
-    yield lambda: read_fasta(path)
+    yield lambda: load_records(path, labels_file=labels)
     yield lambda: embed_fasta("no-such-checkpoint", path)  # reads the FASTA before loading the model
 
 

@@ -16,23 +16,18 @@ from genolm.data.windows import (
     split_of,
     window_features,
 )
-from genolm.genome.fasta import GenomeDataError, RecordStats, fasta_stats, iter_fasta_blocks
-from genolm.genome.index import IndexedFasta
+from genolm.genome.fasta import GenomeDataError
 
 __all__ = [
     "WINDOW_COLUMNS",
     "GenomeDataError",
     "GenomeFile",
-    "IndexedFasta",
     "ManifestEntry",
-    "RecordStats",
     "WindowOptions",
     "assembly_directory",
     "build_ncbi_manifest",
     "collate_windows",
-    "fasta_stats",
     "genome_dataset",
-    "iter_fasta_blocks",
     "load_manifest",
     "load_shards",
     "ncbi_base_url",

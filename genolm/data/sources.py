@@ -18,7 +18,7 @@ from pathlib import Path
 
 from genolm.data.ncbi import is_accession, resolve_accession
 from genolm.data.remote import cached_indexed_copy
-from genolm.genome.fasta import FASTA_SUFFIXES, GZIP_SUFFIXES, GenomeDataError, is_url
+from genolm.genome.fasta import FASTA_SUFFIXES, GZIP_SUFFIXES, GenomeDataError, is_fasta_name, is_url
 from genolm.genome.index import IndexedFasta, find_index
 
 logger = logging.getLogger(__name__)
@@ -41,14 +41,6 @@ class GenomeFile:
         if self.fai is None:
             raise ValueError(f"{self.location} has no index")
         return IndexedFasta(self.location, self.fai, self.gzi)
-
-
-def is_fasta_name(name: str) -> bool:
-    """Whether a file name has a FASTA suffix, optionally followed by a gzip suffix."""
-    lower = name.lower()
-    for suffix in GZIP_SUFFIXES:
-        lower = lower.removesuffix(suffix)
-    return lower.endswith(FASTA_SUFFIXES)
 
 
 def default_species(source: str) -> str:

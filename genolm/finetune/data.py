@@ -35,11 +35,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..genome import read_records
+from ..genome.fasta import is_fasta_name
+
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100  # label of positions without a label (the loss and metrics skip them)
 SEQUENCE_TASKS = ("classification", "regression", "multilabel")
-FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas", ".ffn", ".mfa")
 ID_COLUMNS = ("id", "name", "record_id", "seq_id")
 MAX_CLASSES = 100_000  # integer labels above this are not class ids
 
@@ -83,7 +85,7 @@ def _suffix(path: Path) -> str:
 
 def is_fasta(path: str | Path) -> bool:
     """Whether ``path`` names a FASTA file (by suffix, ``.gz`` allowed)."""
-    return _suffix(Path(path)) in FASTA_SUFFIXES
+    return is_fasta_name(Path(path).name)
 
 
 def read_table(path: str | Path, text_columns: Sequence[str] = ()) -> pd.DataFrame:
@@ -108,14 +110,6 @@ def read_table(path: str | Path, text_columns: Sequence[str] = ()) -> pd.DataFra
     raise ValueError(
         f"{path}: unknown table format {suffix!r}; use .csv, .tsv, .parquet or .jsonl (or FASTA)"
     )
-
-
-def read_fasta(path: str | Path) -> tuple[list[str], list[str]]:
-    """Record ids and upper-case sequences of a FASTA file (plain, gzip or bgzip), validated."""
-    from ..genome import read_records
-
-    records = [(seq_id, seq.upper()) for seq_id, seq in read_records(path)]
-    return [seq_id for seq_id, _ in records], [seq for _, seq in records]
 
 
 def _clean_sequence(value: Any, where: str) -> str:
@@ -167,7 +161,8 @@ def load_records(
             raise ValueError(
                 f"{path}: a FASTA input needs labels_file (a table of labels keyed by record id)"
             )
-        ids, sequences = read_fasta(path)
+        records = [(seq_id, seq.upper()) for seq_id, seq in read_records(path)]
+        ids, sequences = [seq_id for seq_id, _ in records], [seq for _, seq in records]
         table = read_table(labels_file, text_columns=[*text_columns, id_column])
         if id_column not in table.columns:
             raise ValueError(f"{labels_file}: no id column {id_column!r} (columns: {list(table.columns)})")
@@ -619,7 +614,6 @@ __all__ = [
     "encode_split",
     "is_fasta",
     "load_records",
-    "read_fasta",
     "read_table",
     "split_validation",
     "window_starts",

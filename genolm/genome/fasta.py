@@ -73,6 +73,14 @@ def _check_text_start(head: bytes, name: str) -> None:
         raise GenomeDataError(f"{name}: line {line}: missing '>' header: the file starts with {first!r}")
 
 
+def is_fasta_name(name: str) -> bool:
+    """Whether a file name has a FASTA suffix, optionally followed by a gzip suffix."""
+    lower = name.lower()
+    for suffix in GZIP_SUFFIXES:
+        lower = lower.removesuffix(suffix)
+    return lower.endswith(FASTA_SUFFIXES)
+
+
 def check_bgzf_eof(path: str | Path) -> None:
     """Raise if a local BGZF file lacks its end-of-file marker (a truncated download or copy)."""
     size = os.path.getsize(path)
