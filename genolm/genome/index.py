@@ -22,6 +22,7 @@ from .fasta import GenomeDataError, check_bgzf_eof, is_url, iter_fasta_blocks, o
 logger = logging.getLogger(__name__)
 
 _HEADER_LOOKBACK = 1024  # bytes read before a record's offset to find its header line
+_TRAILING_SLACK = 1024  # bytes (blank lines) allowed after the last indexed base of a bgzip FASTA
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def index_problem(path: str | Path, fai: str | Path, gzi: str | Path | None = No
         blocks = _read_gzi(Path(gzi))
         if blocks and blocks[-1][0] >= size:
             return f"{gzi} points at compressed byte {blocks[-1][0]}, past the end of {path} ({size} bytes)"
-        if blocks and records[-1].end_offset < blocks[-1][1]:
+        if blocks and records[-1].end_offset + _TRAILING_SLACK < blocks[-1][1]:
             return f"{fai} ends at uncompressed byte {records[-1].end_offset}, before the last bgzip block in {gzi}"
         return None
     previous_end = 0
@@ -132,9 +133,8 @@ def index_problem(path: str | Path, fai: str | Path, gzi: str | Path | None = No
 
 
 def _folder_writable(*paths: Path) -> bool:
-    return all(os.access(p if p.exists() else p.parent, os.W_OK) for p in paths) and os.access(
-        paths[0].parent, os.W_OK
-    )
+    """Whether the index files ``paths`` (in one folder) can be written or replaced."""
+    return os.access(paths[0].parent, os.W_OK) and all(not p.exists() or os.access(p, os.W_OK) for p in paths)
 
 
 def build_index(path: str | Path) -> tuple[Path, Path | None]:
