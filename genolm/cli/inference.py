@@ -1,0 +1,190 @@
+"""Inference commands: ``genolm vep``, ``genolm ism`` and ``genolm annotate``.
+
+Each parser only reads options and calls the library function of the same task (``run_vep``, ``run_ism``,
+``run_annotate``), which notebooks and benchmarks call too.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from genolm import defaults
+from genolm.cli.options import add_runtime_options, apply_threads
+
+WINDOW_HELP = (
+    "tokens per window, <cls> excluded (default: the model's maximum, e.g. 1023 tokens = 6,138 bp for 6-mers); "
+    "the window is a run of whole tokens of the sequence's tokenisation from its first base, centred on the "
+    "scored token"
+)
+
+
+def vep_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``genolm vep``: zero-shot variant effect scores."""
+    vep = subparsers.add_parser(
+        "vep",
+        help="zero-shot variant effect scores of a VCF (masked-marginal log-likelihood ratio)",
+        description="Score every SNV of a VCF with a masked language model: the token holding the variant is "
+        "masked and GENOLM_LLR = log P(alt k-mer) - log P(ref k-mer). Every record is written, in order; records "
+        "that cannot be scored carry GENOLM_SKIP (unknown_contig, pos_out_of_range, ref_mismatch, not_snv, "
+        "no_alt, ref_not_acgt, alt_not_acgt). VCF POS is 1-based.",
+    )
+    vep.add_argument("--model", required=True, help="masked-LM checkpoint folder")
+    vep.add_argument(
+        "--fasta", required=True, help="reference FASTA (.fa, .fa.gz) the VCF was called against"
+    )
+    vep.add_argument("--vcf", required=True, help="input .vcf, .vcf.gz or .bcf")
+    vep.add_argument(
+        "--out",
+        required=True,
+        help="output .vcf, .vcf.gz, .bcf (input records + INFO fields) or .tsv (one row per ALT allele, pos 1-based)",
+    )
+    vep.add_argument("--rc", action="store_true", help="average with the reverse-complement strand")
+    vep.add_argument(
+        "--embedding-distance",
+        action="store_true",
+        help="also write GENOLM_EMB_DIST: L2 distance of the mean final embeddings of the ref and alt windows",
+    )
+    vep.add_argument("--window-tokens", type=int, default=None, help=WINDOW_HELP)
+    vep.add_argument(
+        "--chunk-records", type=int, default=10_000, help="records scored at a time (default 10000)"
+    )
+    add_runtime_options(vep, defaults.VEP_BATCH_SIZE)
+    vep.set_defaults(func=run_vep)
+    return vep
+
+
+def ism_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``genolm ism``: in-silico mutagenesis of a region."""
+    ism = subparsers.add_parser(
+        "ism",
+        help="in-silico mutagenesis: score every single-base substitution in a region",
+        description="Score all 3 substitutions of every base in a region like `genolm vep` scores an SNV. One "
+        "masked forward pass scores all 3k substitutions of a k-mer token. Writes a TSV (chrom, pos, ref, alt, "
+        "score; pos 1-based) and optionally a heatmap.",
+    )
+    ism.add_argument("--model", required=True, help="masked-LM checkpoint folder")
+    ism.add_argument("--fasta", required=True, help="reference FASTA (.fa, .fa.gz)")
+    ism.add_argument(
+        "--region", required=True, help="NAME:START-END, 1-based closed (as in samtools), or NAME"
+    )
+    ism.add_argument("--out", required=True, help="output table (.tsv)")
+    ism.add_argument("--plot", default=None, help="heatmap image (.png, .pdf, .svg): positions x bases")
+    ism.add_argument(
+        "--gff3", default=None, help="draw the GFF3 features overlapping the region under the heatmap"
+    )
+    ism.add_argument("--rc", action="store_true", help="average with the reverse-complement strand")
+    ism.add_argument(
+        "--naive",
+        action="store_true",
+        help="score with the direct loop (mutate, re-tokenise, mask, score: 3 forward passes per base), for checking",
+    )
+    ism.add_argument("--window-tokens", type=int, default=None, help=WINDOW_HELP)
+    add_runtime_options(ism, defaults.ISM_BATCH_SIZE)
+    ism.set_defaults(func=run_ism)
+    return ism
+
+
+def annotate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``genolm annotate``: whole-genome annotation with a token-classification model."""
+    annotate = subparsers.add_parser(
+        "annotate",
+        help="annotate whole genomes with a token-classification model (GFF3/BED intervals, probability tracks)",
+        description="Slide a token/nucleotide-classification model over every sequence with overlapping windows; "
+        "each base keeps the prediction of the window where it is most central. Writes intervals per label: GFF3 "
+        "(1-based closed, score = mean probability) or BED (0-based half-open, score 0-1000). Streams the FASTA "
+        "sequence by sequence.",
+    )
+    annotate.add_argument("--model", required=True, help="token-classification checkpoint folder")
+    annotate.add_argument("--fasta", required=True, help="genome FASTA (.fa, .fa.gz; plain gzip works too)")
+    annotate.add_argument("--out", required=True, help="output .gff3 or .bed")
+    annotate.add_argument(
+        "--bigwig-dir",
+        default=None,
+        help="also write one probability track per label here (LABEL.bw with pyBigWig, else LABEL.bedGraph)",
+    )
+    annotate.add_argument(
+        "--window-tokens", type=int, default=None, help="tokens per window (default: model maximum)"
+    )
+    annotate.add_argument(
+        "--stride-tokens",
+        type=int,
+        default=None,
+        help="tokens between window starts (default: half a window)",
+    )
+    annotate.add_argument(
+        "--threshold", type=float, default=0.5, help="calling threshold of multi-label models (default 0.5)"
+    )
+    annotate.add_argument(
+        "--skip-label",
+        action="append",
+        default=[],
+        metavar="LABEL",
+        help="write no intervals for this label (e.g. a background class); repeatable",
+    )
+    add_runtime_options(annotate, defaults.ANNOTATE_BATCH_SIZE)
+    annotate.set_defaults(func=run_annotate)
+    return annotate
+
+
+def run_vep(args: argparse.Namespace) -> int:
+    from genolm.inference.vep import run_vep
+
+    apply_threads(args)
+    run_vep(
+        args.model,
+        args.fasta,
+        args.vcf,
+        args.out,
+        window_tokens=args.window_tokens,
+        rc=args.rc,
+        embedding_distance=args.embedding_distance,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        chunk_records=args.chunk_records,
+        progress=not args.quiet,
+    )
+    return 0
+
+
+def run_ism(args: argparse.Namespace) -> int:
+    from genolm.inference.ism import run_ism
+
+    apply_threads(args)
+    run_ism(
+        args.model,
+        args.fasta,
+        args.region,
+        args.out,
+        plot=args.plot,
+        gff3=args.gff3,
+        window_tokens=args.window_tokens,
+        rc=args.rc,
+        naive=args.naive,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        progress=not args.quiet,
+    )
+    return 0
+
+
+def run_annotate(args: argparse.Namespace) -> int:
+    from genolm.inference.annotate import run_annotate
+
+    apply_threads(args)
+    run_annotate(
+        args.model,
+        args.fasta,
+        args.out,
+        bigwig_dir=args.bigwig_dir,
+        window_tokens=args.window_tokens,
+        stride_tokens=args.stride_tokens,
+        threshold=args.threshold,
+        skip_labels=args.skip_label,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        progress=not args.quiet,
+    )
+    return 0
