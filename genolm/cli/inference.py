@@ -127,10 +127,10 @@ def annotate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
 
 
 def run_vep(args: argparse.Namespace) -> int:
-    from genolm.inference.vep import run_vep
+    from genolm.inference import vep
 
     apply_threads(args)
-    run_vep(
+    vep.run_vep(
         args.model,
         args.fasta,
         args.vcf,
@@ -148,10 +148,10 @@ def run_vep(args: argparse.Namespace) -> int:
 
 
 def run_ism(args: argparse.Namespace) -> int:
-    from genolm.inference.ism import run_ism
+    from genolm.inference import ism
 
     apply_threads(args)
-    run_ism(
+    ism.run_ism(
         args.model,
         args.fasta,
         args.region,
@@ -170,10 +170,10 @@ def run_ism(args: argparse.Namespace) -> int:
 
 
 def run_annotate(args: argparse.Namespace) -> int:
-    from genolm.inference.annotate import run_annotate
+    from genolm.inference import annotate
 
     apply_threads(args)
-    run_annotate(
+    annotate.run_annotate(
         args.model,
         args.fasta,
         args.out,

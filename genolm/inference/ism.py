@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .. import defaults
+from ..errors import ConfigError, InputDataError
 from .genome import Genome, complement, is_base, parse_region
 from .scoring import KmerTable, encode_windows, load_model, masked_log_probs
 from .vep import SNV, _check_window, naive_variant_score
@@ -90,9 +92,9 @@ def ism_region(
         progress: show a progress bar.
     """
     if chrom not in genome:
-        raise ValueError(f"{genome.path}: no sequence named {chrom!r}")
+        raise ConfigError(f"{genome.path}: no sequence named {chrom!r}")
     if not 0 <= start < end <= genome.lengths[chrom]:
-        raise ValueError(
+        raise ConfigError(
             f"region {chrom}:{start}-{end} (0-based) is empty or outside {chrom} ({genome.lengths[chrom]} bp)"
         )
     table = KmerTable(tokenizer)
@@ -190,7 +192,7 @@ def _read_gff3_features(path: str | os.PathLike, chrom: str, start: int, end: in
                 continue
             fields = line.rstrip("\n").split("\t")
             if len(fields) != 9:
-                raise ValueError(
+                raise InputDataError(
                     f"{path}:{lineno}: expected 9 tab-separated GFF3 columns, found {len(fields)}"
                 )
             if fields[0] != chrom or fields[2] not in types:
@@ -296,9 +298,9 @@ def run_ism(
     window_tokens: int | None = None,
     rc: bool = False,
     naive: bool = False,
-    batch_size: int = 32,
-    device: str | None = None,
-    dtype: str | None = None,
+    batch_size: int = defaults.ISM_BATCH_SIZE,
+    device: str | None = defaults.DEVICE,
+    dtype: str | None = defaults.DTYPE,
     progress: bool = True,
 ) -> ISMResult:
     """``genolm ism``: score the region (``NAME:START-END``, 1-based closed), write the tidy table to ``out``
