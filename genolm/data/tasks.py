@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import ConfigError, InputDataError
 from .gff3 import GFF3, MIN_INTRON_LENGTH, Transcript
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def read_genome(path: str | Path, seq_ids: Iterable[str] | None = None) -> Itera
     wanted = None if seq_ids is None else set(seq_ids)
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: FASTA file not found")
+        raise InputDataError(f"{path}: FASTA file not found")
     with pysam.FastxFile(str(path)) as handle:
         for record in handle:
             if wanted is None or record.name in wanted:
@@ -118,9 +119,9 @@ class Region:
         try:
             first, last = (int(x.replace(",", "")) for x in span.split("-"))
         except ValueError:
-            raise ValueError(f"region {text!r}: expected seq_id:start-end (1-based closed)") from None
+            raise ConfigError(f"region {text!r}: expected seq_id:start-end (1-based closed)") from None
         if first < 1 or last < first:
-            raise ValueError(f"region {text!r}: start must be >= 1 and <= end")
+            raise ConfigError(f"region {text!r}: start must be >= 1 and <= end")
         return cls(seq_id, first - 1, last)
 
     def contains(self, seq_id: str, start: int, end: int) -> bool:
@@ -618,13 +619,13 @@ def build_task(
         A DataFrame; its columns are listed by :func:`task_schema`.
     """
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+        raise ConfigError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     if sites not in ("both", "donor", "acceptor"):
-        raise ValueError(f"sites must be 'both', 'donor' or 'acceptor', got {sites!r}")
+        raise ConfigError(f"sites must be 'both', 'donor' or 'acceptor', got {sites!r}")
     window = window or DEFAULT_WINDOWS.get(task)
     length = upstream + downstream if task == "promoters" else window
     if length is None or length < 4:
-        raise ValueError(f"window length must be at least 4 bp, got {length}")
+        raise ConfigError(f"window length must be at least 4 bp, got {length}")
     margin = length if margin is None else margin
     annotation = GFF3(gff3)
     transcripts = annotation.transcripts()
@@ -660,10 +661,10 @@ def build_task(
             rows += cds_token_rows(transcripts, annotation, seq_id, seq, extent, window, stride)
     missing = sorted({tx.seqid for tx in transcripts} - set(lengths))
     if missing:
-        raise ValueError(f"{gff3}: sequence ids {missing[:5]} are not records of {fasta}")
+        raise InputDataError(f"{gff3}: sequence ids {missing[:5]} are not records of {fasta}")
     for tx in transcripts:
         if tx.end > lengths[tx.seqid]:
-            raise ValueError(
+            raise InputDataError(
                 f"{gff3}: {tx.id} ends at {tx.end}, past the end of {tx.seqid} ({lengths[tx.seqid]} bp)"
             )
     table = pd.DataFrame(rows, columns=task_schema(task))
@@ -735,7 +736,7 @@ def make_task(
     ``cds_tokens`` are written as JSON lists (``[0,0,2,...]``). Returns the ``task.json`` content.
     """
     if file_format not in ("parquet", "csv"):
-        raise ValueError(f"file_format must be 'parquet' or 'csv', got {file_format!r}")
+        raise ConfigError(f"file_format must be 'parquet' or 'csv', got {file_format!r}")
     table = build_task(fasta, gff3, task, **options)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

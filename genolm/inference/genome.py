@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError, InputDataError
+
 __all__ = [
     "IS_BASE_BYTE",
     "Genome",
@@ -212,7 +214,7 @@ class Genome:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         if not self.path.exists():
-            raise FileNotFoundError(f"{self.path}: FASTA file not found")
+            raise InputDataError(f"{self.path}: FASTA file not found")
         self._fasta = None
         self._records: dict[str, str] | None = None
         import pysam
@@ -332,12 +334,12 @@ def iter_fasta_chunks(
         line = next_line()
         while line is not None and not line.startswith(">"):
             if line.strip():
-                raise ValueError(f"{path}:{state['lineno']}: expected a FASTA header line starting with '>'")
+                raise InputDataError(f"{path}:{state['lineno']}: expected a FASTA header line starting with '>'")
             line = next_line()
         while line is not None:
             name = line[1:].split(maxsplit=1)[0] if line[1:].strip() else ""
             if not name:
-                raise ValueError(f"{path}:{state['lineno']}: FASTA header without a name")
+                raise InputDataError(f"{path}:{state['lineno']}: FASTA header without a name")
             chunks = record_chunks()
             yield name, chunks
             for _ in chunks:  # the caller may have stopped early: skip the rest of the record
@@ -355,19 +357,19 @@ def parse_region(region: str, genome: Genome | None = None) -> tuple[str, int, i
     name, sep, span = region.rpartition(":")
     if not sep or (genome is not None and region in genome):
         if genome is None:
-            raise ValueError(f"region {region!r}: expected NAME:START-END (1-based, closed)")
+            raise ConfigError(f"region {region!r}: expected NAME:START-END (1-based, closed)")
         if region not in genome:
-            raise ValueError(f"region {region!r}: no such sequence in {genome.path}")
+            raise ConfigError(f"region {region!r}: no such sequence in {genome.path}")
         return region, 0, genome.lengths[region]
     try:
         first, last = (int(x.replace(",", "").replace("_", "")) for x in span.split("-"))
     except ValueError:
-        raise ValueError(f"region {region!r}: expected NAME:START-END with integer START and END") from None
+        raise ConfigError(f"region {region!r}: expected NAME:START-END with integer START and END") from None
     if first < 1 or last < first:
-        raise ValueError(f"region {region!r}: need 1 <= START <= END (1-based, closed)")
+        raise ConfigError(f"region {region!r}: need 1 <= START <= END (1-based, closed)")
     if genome is not None:
         if name not in genome:
-            raise ValueError(f"region {region!r}: no sequence named {name!r} in {genome.path}")
+            raise ConfigError(f"region {region!r}: no sequence named {name!r} in {genome.path}")
         if last > genome.lengths[name]:
-            raise ValueError(f"region {region!r}: END is past the end of {name} ({genome.lengths[name]} bp)")
+            raise ConfigError(f"region {region!r}: END is past the end of {name} ({genome.lengths[name]} bp)")
     return name, first - 1, last
