@@ -357,3 +357,13 @@ def test_unknown_attribute_of_genolm_is_an_attribute_error():
 
     with pytest.raises(AttributeError, match="no attribute 'NotAThing'"):
         genolm.NotAThing  # noqa: B018
+
+
+def test_quiet_prints_nothing(tiny_mlm_dir, shared_data, tmp_path, capsys):
+    fasta = tmp_path / "short.fa"
+    fasta.write_text("".join((shared_data / "athaliana_chloroplast.fa").read_text().splitlines(keepends=True)[:20]))
+    argv = ["embed", "--model", str(tiny_mlm_dir), "--fasta", str(fasta), "--out", str(tmp_path / "e.npz")]
+    assert main([*argv, "--threads", "1", "--quiet"]) == 0
+    assert capsys.readouterr() == ("", "")
+    assert main([*argv, "--threads", "1"]) == 0
+    assert "wrote 1 embeddings" in capsys.readouterr().out

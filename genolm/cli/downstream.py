@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from genolm import defaults
-from genolm.cli.options import add_runtime_options, apply_threads, comma_list
+from genolm.cli.options import add_runtime_options, apply_runtime_options, comma_list
 
 
 def embed_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -84,7 +84,7 @@ def publish_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
 def run_embed(args: argparse.Namespace) -> int:
     from genolm.embed import embed_fasta
 
-    apply_threads(args)
+    apply_runtime_options(args)
     embeddings = embed_fasta(
         args.model,
         args.fasta,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from genolm import defaults
-from genolm.cli.options import add_runtime_options, apply_threads
+from genolm.cli.options import add_runtime_options, apply_runtime_options
 
 WINDOW_HELP = (
     "tokens per window, <cls> excluded (default: the model's maximum, e.g. 1023 tokens = 6,138 bp for 6-mers); "
@@ -129,7 +129,7 @@ def annotate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
 def run_vep(args: argparse.Namespace) -> int:
     from genolm.inference import vep
 
-    apply_threads(args)
+    apply_runtime_options(args)
     vep.run_vep(
         args.model,
         args.fasta,
@@ -150,7 +150,7 @@ def run_vep(args: argparse.Namespace) -> int:
 def run_ism(args: argparse.Namespace) -> int:
     from genolm.inference import ism
 
-    apply_threads(args)
+    apply_runtime_options(args)
     ism.run_ism(
         args.model,
         args.fasta,
@@ -172,7 +172,7 @@ def run_ism(args: argparse.Namespace) -> int:
 def run_annotate(args: argparse.Namespace) -> int:
     from genolm.inference import annotate
 
-    apply_threads(args)
+    apply_runtime_options(args)
     annotate.run_annotate(
         args.model,
         args.fasta,

@@ -52,12 +52,19 @@ def add_quiet_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
 
 
-def apply_threads(args: argparse.Namespace) -> None:
-    """Set torch's CPU threads from ``--threads`` (imports torch: call it in a runner only)."""
+def apply_runtime_options(args: argparse.Namespace) -> None:
+    """Apply ``--threads`` (torch's CPU threads) and ``--quiet`` (no Hugging Face progress bars either).
+
+    Imports torch and transformers: call it in a runner only.
+    """
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.quiet:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
 
 
-__all__ = ["add_quiet_option", "add_runtime_options", "apply_threads", "comma_list"]
+__all__ = ["add_quiet_option", "add_runtime_options", "apply_runtime_options", "comma_list"]
