@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import re
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from .configuration_genolm import GenoLMConfig
+from .errors import InputDataError
 from .modeling_genolm import (
     GenoLMForMaskedLM,
     GenoLMForSequenceClassification,
@@ -78,12 +83,12 @@ def esm_key_to_genolm(key: str) -> str | None:
                 rest = new_rest
                 break
         else:
-            raise KeyError(f"unexpected ESM layer parameter {key!r}")
+            raise InputDataError(f"unexpected ESM layer parameter {key!r}")
         body = f"encoder.layers.{layer}.{rest}"
     elif body.startswith("encoder.emb_layer_norm_after."):
         body = body.replace("encoder.emb_layer_norm_after.", "encoder.final_norm.")
     elif not body.startswith(("embeddings.", "lm_head.", "classifier.")):
-        raise KeyError(f"unexpected ESM parameter {key!r}")
+        raise InputDataError(f"unexpected ESM parameter {key!r}")
     return f"genolm.{body}" if headed else body
 
 
@@ -104,26 +109,97 @@ def genolm_key_to_esm(key: str) -> str:
     return f"esm.{body}" if headed else body
 
 
-def load_state_dict(checkpoint_dir: str | Path) -> dict[str, torch.Tensor]:
-    """Read a checkpoint folder's weights: safetensors (also sharded), else a ``.bin`` with
-    ``torch.load(weights_only=True)``."""
+def _load_torch_file(file: Path) -> dict[str, torch.Tensor]:
+    return torch.load(file, map_location="cpu", weights_only=True)
+
+
+def _safetensors_shapes(file: Path) -> dict[str, tuple[int, ...]]:
+    with safe_open(file, framework="pt") as weights:  # reads the header only
+        return {key: tuple(weights.get_slice(key).get_shape()) for key in weights.keys()}  # noqa: SIM118
+
+
+def _torch_file_shapes(file: Path) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(tensor.shape) for key, tensor in _load_torch_file(file).items()}
+
+
+def weight_files(checkpoint_dir: str | Path) -> tuple[list[Path], str]:
+    """The weight files of a checkpoint folder and their format (``"safetensors"`` or ``"torch"``).
+
+    Raises :class:`InputDataError` for a folder without weights or with an unreadable shard index.
+    """
     checkpoint_dir = Path(checkpoint_dir)
-    for index_name, loader in (
-        ("model.safetensors.index.json", load_file),
-        ("pytorch_model.bin.index.json", lambda f: torch.load(f, map_location="cpu", weights_only=True)),
-    ):
+    for index_name, kind in (("model.safetensors.index.json", "safetensors"), ("pytorch_model.bin.index.json", "torch")):
         index = checkpoint_dir / index_name
         if index.exists():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            state: dict[str, torch.Tensor] = {}
-            for shard in shards:
-                state.update(loader(checkpoint_dir / shard))
-            return state
-    if (checkpoint_dir / "model.safetensors").exists():
-        return load_file(checkpoint_dir / "model.safetensors")
-    if (checkpoint_dir / "pytorch_model.bin").exists():
-        return torch.load(checkpoint_dir / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"{checkpoint_dir}: no model.safetensors or pytorch_model.bin found")
+            try:
+                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as err:
+                raise InputDataError(f"{index}: not a shard index with a 'weight_map' ({err})") from None
+            return [checkpoint_dir / shard for shard in shards], kind
+    for name, kind in (("model.safetensors", "safetensors"), ("pytorch_model.bin", "torch")):
+        if (checkpoint_dir / name).exists():
+            return [checkpoint_dir / name], kind
+    raise InputDataError(f"{checkpoint_dir}: no weights (model.safetensors or pytorch_model.bin) in this folder")
+
+
+def _read_weights(checkpoint_dir: str | Path, read: Mapping[str, Callable[[Path], dict[str, Any]]]) -> dict[str, Any]:
+    files, kind = weight_files(checkpoint_dir)
+    state: dict[str, Any] = {}
+    for file in files:
+        if not file.exists():
+            raise InputDataError(f"{file}: weight file listed in the shard index is missing")
+        try:
+            state.update(read[kind](file))
+        except SafetensorError as err:
+            raise InputDataError(f"{file}: not a readable safetensors file ({err})") from None
+        except (pickle.UnpicklingError, EOFError, RuntimeError) as err:
+            if kind != "torch":
+                raise
+            reason = " ".join(str(err).split())[:200]
+            raise InputDataError(f"{file}: not a readable PyTorch weights file ({reason})") from None
+    return state
+
+
+def load_state_dict(checkpoint_dir: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint folder's weights: safetensors (also sharded), else a ``.bin`` with
+    ``torch.load(weights_only=True)``. A folder without weights or a corrupt file is an :class:`InputDataError`."""
+    return _read_weights(checkpoint_dir, {"safetensors": load_file, "torch": _load_torch_file})
+
+
+def weight_shapes(checkpoint_dir: str | Path) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every weight of a checkpoint folder (safetensors: from the headers, no tensor read)."""
+    return _read_weights(checkpoint_dir, {"safetensors": _safetensors_shapes, "torch": _torch_file_shapes})
+
+
+def check_weight_shapes(source: str | Path, expected: Mapping[str, Any], found: Mapping[str, Sequence[int]]) -> None:
+    """Raise :class:`InputDataError` naming ``source`` when a weight's shape differs from what its
+    ``config.json`` implies (e.g. a ``vocab_size`` that does not match the embedding table).
+
+    ``expected``: name -> tensor or shape (a model's ``state_dict()``); ``found``: name -> shape.
+    """
+    for key, shape in found.items():
+        if key not in expected:
+            continue
+        wanted = getattr(expected[key], "shape", expected[key])  # a tensor or a shape
+        if tuple(wanted) != tuple(shape):
+            raise InputDataError(
+                f"{source}: weight {key} has shape {list(shape)} but config.json implies {list(wanted)} "
+                "(check vocab_size, hidden_size, intermediate_size, max_position_embeddings)"
+            )
+
+
+def read_config_json(checkpoint_dir: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of a checkpoint folder as a dict; :class:`InputDataError` if absent or not JSON."""
+    config_file = Path(checkpoint_dir) / "config.json"
+    if not config_file.is_file():
+        raise InputDataError(f"{checkpoint_dir}: no config.json (is this a Hugging Face checkpoint folder?)")
+    try:
+        raw = json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputDataError(f"{config_file}: not valid JSON ({err})") from None
+    if not isinstance(raw, dict):
+        raise InputDataError(f"{config_file}: expected a JSON object of model settings")
+    return raw
 
 
 def genolm_config_from_esm(esm_config: dict, state_dict: dict[str, torch.Tensor] | None = None) -> GenoLMConfig:
@@ -171,7 +247,7 @@ def esm_config_from_genolm(config: GenoLMConfig):
     from transformers import EsmConfig
 
     if config.ffn_type != "gelu" or not config.ffn_bias:
-        raise ValueError(
+        raise InputDataError(
             f"ESM cannot express this architecture (ffn_type={config.ffn_type!r}, ffn_bias={config.ffn_bias}): "
             "transformers' EsmModel has a GELU feed-forward with biases only. NT-v2-style models "
             "(rotary + SwiGLU) stay in genolm format."
@@ -215,7 +291,7 @@ def _tokenizer_from_vocab(vocab_file: Path) -> GenoLMTokenizer:
         vocab = tokenizer.get_vocab()
         if all(vocab.get(token) == i for i, token in enumerate(tokens)):
             return tokenizer
-    raise ValueError(
+    raise InputDataError(
         f"{vocab_file}: vocabulary matches neither the NT v1 nor the NT v2 layout for k={k} "
         f"(first tokens: {tokens[:8]})"
     )
@@ -262,9 +338,9 @@ def esm_to_genolm(src: str | Path, dst: str | Path, verify: bool = True) -> Geno
     match the source model's (within ``LOGITS_TOLERANCE``) where transformers can run the source.
     """
     src, dst = Path(src), Path(dst)
-    esm_config = json.loads((src / "config.json").read_text())
+    esm_config = read_config_json(src)
     if esm_config.get("model_type") != "esm":
-        raise ValueError(f"{src / 'config.json'}: model_type is {esm_config.get('model_type')!r}, expected 'esm'")
+        raise InputDataError(f"{src / 'config.json'}: model_type is {esm_config.get('model_type')!r}, expected 'esm'")
     esm_state = load_state_dict(src)
     config = genolm_config_from_esm(esm_config, esm_state)
     tokenizer = _source_tokenizer(src, config)
@@ -274,10 +350,13 @@ def esm_to_genolm(src: str | Path, dst: str | Path, verify: bool = True) -> Geno
     architecture = (esm_config.get("architectures") or ["EsmForMaskedLM"])[0]
     model_class = _HEADS.get(architecture)
     if model_class is None:
-        raise ValueError(f"{src}: unsupported architecture {architecture!r}; supported: {', '.join(_HEADS)}")
+        raise InputDataError(f"{src}: unsupported architecture {architecture!r}; supported: {', '.join(_HEADS)}")
     state = {}
     for key, tensor in esm_state.items():
-        new_key = esm_key_to_genolm(key)
+        try:
+            new_key = esm_key_to_genolm(key)
+        except InputDataError as err:
+            raise InputDataError(f"{src}: {err}") from None
         if new_key is not None:
             state[new_key] = tensor
     if config.position_embedding_type == "rotary":
@@ -286,10 +365,11 @@ def esm_to_genolm(src: str | Path, dst: str | Path, verify: bool = True) -> Geno
     if model_class is GenoLMModel:
         state = {k.removeprefix("genolm."): v for k, v in state.items()}
     model = model_class(config)
+    check_weight_shapes(src, model.state_dict(), {k: v.shape for k, v in state.items()})
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("inv_freq")]
     if missing or unexpected:
-        raise ValueError(f"{src}: weights do not fit the converted architecture (missing {missing}, unexpected {unexpected})")
+        raise InputDataError(f"{src}: weights do not fit the converted architecture (missing {missing}, unexpected {unexpected})")
 
     if verify and config.ffn_type == "gelu":
         from transformers import (
@@ -347,10 +427,15 @@ def genolm_to_esm(src: str | Path, dst: str | Path, verify: bool = True):
     )
 
     src, dst = Path(src), Path(dst)
+    if read_config_json(src).get("model_type") != "genolm":
+        raise InputDataError(f"{src / 'config.json'}: model_type is not 'genolm' (is this an ESM checkpoint?)")
     config = GenoLMConfig.from_pretrained(src)
-    esm_config = esm_config_from_genolm(config)  # raises for NT-v2 architectures
+    try:
+        esm_config = esm_config_from_genolm(config)  # raises for NT-v2 architectures
+    except InputDataError as err:
+        raise InputDataError(f"{src}: {err}") from None
     if config.per_nucleotide:
-        raise ValueError(f"{src}: per-nucleotide token classification has no ESM equivalent")
+        raise InputDataError(f"{src}: per-nucleotide token classification has no ESM equivalent")
     architecture = (config.architectures or ["GenoLMForMaskedLM"])[0]
     esm_class = {
         "GenoLMForMaskedLM": EsmForMaskedLM,
@@ -359,17 +444,18 @@ def genolm_to_esm(src: str | Path, dst: str | Path, verify: bool = True):
         "GenoLMModel": EsmModel,
     }.get(architecture)
     if esm_class is None:
-        raise ValueError(f"{src}: unsupported architecture {architecture!r}")
+        raise InputDataError(f"{src}: unsupported architecture {architecture!r}")
     state = {genolm_key_to_esm(k): v for k, v in load_state_dict(src).items()}
     if esm_class is EsmModel:
         esm_model = EsmModel(esm_config, add_pooling_layer=False)
     else:
         esm_model = esm_class(esm_config)
+    check_weight_shapes(src, esm_model.state_dict(), {k: v.shape for k, v in state.items()})
     missing, unexpected = esm_model.load_state_dict(state, strict=False)
     # ESM's protein contact-prediction head has no meaning for DNA; its weights are left at their init.
     missing = [k for k in missing if "contact_head" not in k and not k.endswith("inv_freq")]
     if missing or unexpected:
-        raise ValueError(f"{src}: cannot map weights to ESM (missing {missing}, unexpected {unexpected})")
+        raise InputDataError(f"{src}: cannot map weights to ESM (missing {missing}, unexpected {unexpected})")
 
     tokenizer = GenoLMTokenizer.from_pretrained(src)
     if verify:
@@ -428,6 +514,7 @@ def write_esm_tokenizer(tokenizer: GenoLMTokenizer, dst: str | Path):
 
 
 __all__ = [
+    "check_weight_shapes",
     "esm_config_from_genolm",
     "esm_key_to_genolm",
     "esm_to_genolm",
@@ -435,5 +522,8 @@ __all__ = [
     "genolm_key_to_esm",
     "genolm_to_esm",
     "load_state_dict",
+    "read_config_json",
+    "weight_files",
+    "weight_shapes",
     "write_esm_tokenizer",
 ]

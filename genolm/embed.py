@@ -26,7 +26,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import defaults
 from .configuration_genolm import GenoLMConfig
+from .errors import ConfigError, InputDataError, OutputPathError
 from .genome import read_records
 from .modeling_genolm import GenoLMModel
 from .tokenization_genolm import GenoLMTokenizer
@@ -35,34 +37,37 @@ logger = logging.getLogger(__name__)
 
 POOLING = ("mean", "cls", "none")
 OUTPUT_SUFFIXES = (".parquet", ".npy", ".npz")
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def load_encoder(
-    checkpoint: str | Path, device: str | torch.device | None = None, dtype: str | torch.dtype = "float32"
+    checkpoint: str | Path,
+    device: str | torch.device | None = defaults.DEVICE,
+    dtype: str | torch.dtype | None = defaults.DTYPE,
 ) -> tuple[GenoLMModel, GenoLMTokenizer]:
     """Load the bare encoder and tokenizer of a checkpoint (any head is dropped).
 
     ``checkpoint`` is a genolm folder, a Hub id (downloaded), or a transformers ESM-format checkpoint such as
     the published NT / AgroNT weights (converted to genolm in a temporary folder, logits checked).
+    ``device`` and ``dtype``: ``"auto"`` (or ``None``) is the first CUDA device, else the CPU, and float32.
     """
     import tempfile
 
     import genolm
     from genolm.finetune.modeling import resolve_checkpoint
+    from genolm.inference.scoring import resolve_device, resolve_dtype
 
-    torch_dtype = _DTYPES[dtype] if isinstance(dtype, str) else dtype
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
     with tempfile.TemporaryDirectory(prefix="genolm-embed-") as work:
         path = resolve_checkpoint(str(checkpoint), work)
         if path is None:
-            raise ValueError(f"{checkpoint}: embeddings need trained weights, not a preset")
+            raise ConfigError(f"{checkpoint}: embeddings need trained weights, not a preset")
         config = GenoLMConfig.from_pretrained(path)
         # Load the saved architecture (no "unexpected head weights" report) and keep its encoder.
         architecture = (config.architectures or ["GenoLMModel"])[0]
         model_class = getattr(genolm, architecture, GenoLMModel)
         model = model_class.from_pretrained(path, dtype=torch_dtype).base_model
         tokenizer = GenoLMTokenizer.from_pretrained(path)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval(), tokenizer
 
 
@@ -70,7 +75,7 @@ def _layer_states(model: GenoLMModel, batch: dict[str, torch.Tensor], layer: int
     """Token states (batch, tokens, hidden) of ``layer`` (see the module docstring)."""
     n_layers = model.config.num_hidden_layers
     if not -(n_layers + 1) <= layer <= n_layers:
-        raise ValueError(
+        raise ConfigError(
             f"layer {layer} is out of range for a {n_layers}-layer model (use -{n_layers + 1}..{n_layers})"
         )
     want_all = layer not in (-1, n_layers)
@@ -109,11 +114,11 @@ def embed(
         float32 arrays of shape (hidden,) for ``"mean"`` and ``"cls"``, (tokens, hidden) for ``"none"``.
     """
     if pool not in POOLING:
-        raise ValueError(f"pool must be one of {POOLING}, got {pool!r}")
+        raise ConfigError(f"pool must be one of {POOLING}, got {pool!r}")
     config: GenoLMConfig = model.config
     max_tokens = max_tokens or config.max_tokens
     if not 2 <= max_tokens <= config.max_tokens:
-        raise ValueError(
+        raise ConfigError(
             f"max_tokens must be between 2 and the model's context ({config.max_tokens}), got {max_tokens}"
         )
     items = records.items() if isinstance(records, Mapping) else records
@@ -124,11 +129,11 @@ def embed(
     n_windows: list[int] = []
     for index, (record_id, sequence) in enumerate(items):
         if record_id in seen:
-            raise ValueError(f"duplicate record id {record_id!r}")
+            raise InputDataError(f"duplicate record id {record_id!r}")
         seen.add(record_id)
         tokens = tokenizer.encode_genome(sequence)
         if tokens.size == 0:
-            raise ValueError(f"record {record_id!r} is empty")
+            raise InputDataError(f"record {record_id!r} is empty")
         ids.append(record_id)
         chunks = range(0, tokens.size, max_tokens - 1)
         n_windows.append(len(chunks))
@@ -186,14 +191,14 @@ def write_embeddings(
     """
     out = Path(out)
     if out.suffix not in OUTPUT_SUFFIXES:
-        raise ValueError(f"{out}: unsupported output format; use one of {', '.join(OUTPUT_SUFFIXES)}")
+        raise OutputPathError(f"{out}: unsupported output format; use one of {', '.join(OUTPUT_SUFFIXES)}")
     out.parent.mkdir(parents=True, exist_ok=True)
     ids = list(embeddings)
     if out.suffix == ".npz":
         np.savez(out, **embeddings)
     elif out.suffix == ".npy":
         if any(embeddings[i].ndim != 1 for i in ids):
-            raise ValueError(
+            raise ConfigError(
                 f"{out}: .npy holds pooled embeddings only; use .npz or .parquet with pool='none'"
             )
         np.save(out, np.stack([embeddings[i] for i in ids]) if ids else np.zeros((0, 0), np.float32))
@@ -218,16 +223,16 @@ def embed_fasta(
     *,
     pool: str = "mean",
     layer: int = -1,
-    batch_size: int = 8,
+    batch_size: int = defaults.EMBED_BATCH_SIZE,
     max_tokens: int | None = None,
-    device: str | None = None,
-    dtype: str = "float32",
+    device: str | None = defaults.DEVICE,
+    dtype: str | None = defaults.DTYPE,
     progress: bool = True,
 ) -> dict[str, np.ndarray]:
     """Embed every record of a FASTA file with a checkpoint and optionally write them (see :func:`embed`,
     :func:`write_embeddings`). Returns ``{record id: array}``."""
     if out is not None and Path(out).suffix not in OUTPUT_SUFFIXES:
-        raise ValueError(f"{out}: unsupported output format; use one of {', '.join(OUTPUT_SUFFIXES)}")
+        raise OutputPathError(f"{out}: unsupported output format; use one of {', '.join(OUTPUT_SUFFIXES)}")
     records = {record_id: sequence.upper() for record_id, sequence in read_records(fasta)}
     model, tokenizer = load_encoder(checkpoint, device=device, dtype=dtype)
     embeddings = embed(

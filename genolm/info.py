@@ -2,36 +2,57 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .configuration_genolm import GenoLMConfig
+from .errors import InputDataError
 
 
-def count_parameters(config: GenoLMConfig, architecture: str = "GenoLMForMaskedLM") -> int:
-    """Parameters of ``architecture`` built from ``config``, counted on the meta device (no memory used)."""
+def _meta_model(config: GenoLMConfig, architecture: str) -> torch.nn.Module:
     import genolm
 
     model_class = getattr(genolm, architecture)
     with torch.device("meta"):
-        model = model_class(config)
-    return sum(p.numel() for p in model.parameters())
+        return model_class(config)
+
+
+def count_parameters(config: GenoLMConfig, architecture: str = "GenoLMForMaskedLM") -> int:
+    """Parameters of ``architecture`` built from ``config``, counted on the meta device (no memory used)."""
+    return sum(p.numel() for p in _meta_model(config, architecture).parameters())
 
 
 def checkpoint_info(path: str | Path) -> dict[str, Any]:
-    """Architecture, parameter count, vocabulary layout and context length of a checkpoint folder."""
+    """Architecture, parameter count, vocabulary layout and context length of a checkpoint folder.
+
+    The weights' shapes (read from the file headers) must match the configuration: a folder without weights, a
+    corrupt weights file or e.g. a ``vocab_size`` that does not fit the embedding table is an
+    :class:`~genolm.errors.InputDataError` naming the path.
+    """
+    import genolm
+
+    from .convert import (
+        check_weight_shapes,
+        esm_key_to_genolm,
+        genolm_config_from_esm,
+        read_config_json,
+        weight_shapes,
+    )
+
     path = Path(path)
     config_file = path / "config.json"
-    if not config_file.exists():
-        raise FileNotFoundError(f"{path}: no config.json (is this a Hugging Face checkpoint folder?)")
-    raw = json.loads(config_file.read_text())
+    raw = read_config_json(path)
+    shapes = weight_shapes(path)
     if raw.get("model_type") == "esm":
-        from .convert import genolm_config_from_esm
-
-        config = genolm_config_from_esm(raw)
+        # Meta tensors: the config translation reads the feed-forward shape (SwiGLU or not) from the weights.
+        config = genolm_config_from_esm(raw, {key: torch.empty(shape, device="meta") for key, shape in shapes.items()})
+        try:
+            renamed = {key: (esm_key_to_genolm(key), shape) for key, shape in shapes.items()}
+        except InputDataError as err:
+            raise InputDataError(f"{path}: {err}") from None
+        shapes = {key: shape for key, shape in renamed.values() if key is not None}
         source_format = "esm (transformers)"
         architecture = (raw.get("architectures") or ["EsmForMaskedLM"])[0].replace("Esm", "GenoLM")
     elif raw.get("model_type") == "genolm":
@@ -39,13 +60,17 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
         source_format = "genolm"
         architecture = (config.architectures or ["GenoLMForMaskedLM"])[0]
     else:
-        raise ValueError(f"{config_file}: model_type {raw.get('model_type')!r} is neither 'genolm' nor 'esm'")
+        raise InputDataError(f"{config_file}: model_type {raw.get('model_type')!r} is neither 'genolm' nor 'esm'")
+    if not hasattr(genolm, architecture):
+        raise InputDataError(f"{config_file}: unknown architecture {architecture!r}")
+    model = _meta_model(config, architecture)
+    check_weight_shapes(path, model.state_dict(), shapes)
     positions = "rotary" if config.position_embedding_type == "rotary" else "learned absolute"
     return {
         "path": str(path),
         "format": source_format,
         "architecture": architecture,
-        "parameters": count_parameters(config, architecture),
+        "parameters": sum(p.numel() for p in model.parameters()),
         "layers": config.num_hidden_layers,
         "hidden_size": config.hidden_size,
         "attention_heads": config.num_attention_heads,

@@ -28,6 +28,8 @@ from typing import Any
 import yaml
 from huggingface_hub import HfApi
 
+from .errors import ConfigError, InputDataError, OutputPathError
+
 logger = logging.getLogger(__name__)
 
 FORMATS = ("genolm", "esm")
@@ -122,9 +124,12 @@ def read_training_metadata(
     facts: dict[str, Any] = {}
     if config_file is not None:
         text = config_file.read_text()
-        loaded = yaml.safe_load(text) if config_file.suffix in (".yaml", ".yml") else json.loads(text)
+        try:
+            loaded = yaml.safe_load(text) if config_file.suffix in (".yaml", ".yml") else json.loads(text)
+        except (yaml.YAMLError, json.JSONDecodeError) as err:
+            raise InputDataError(f"{config_file}: cannot parse the training configuration: {err}") from None
         if not isinstance(loaded, dict):
-            raise ValueError(f"{config_file}: expected a mapping of training options")
+            raise InputDataError(f"{config_file}: expected a mapping of training options")
         config = loaded
     state_file = checkpoint / "training_state.pt"
     if state_file.is_file():
@@ -385,22 +390,23 @@ def publish(
     Returns:
         ``out_dir``.
     """
+    from .convert import read_config_json
     from .info import checkpoint_info
 
     if output_format not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {output_format!r}")
+        raise ConfigError(f"format must be one of {FORMATS}, got {output_format!r}")
     if push and not repo_id:
-        raise ValueError("push needs repo_id (user/name)")
+        raise ConfigError("push needs repo_id (user/name)")
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     if not (checkpoint / "config.json").is_file():
-        raise FileNotFoundError(f"{checkpoint}: no config.json (is this a checkpoint folder?)")
-    raw = json.loads((checkpoint / "config.json").read_text())
+        raise InputDataError(f"{checkpoint}: no config.json (is this a checkpoint folder?)")
+    raw = read_config_json(checkpoint)
     if raw.get("model_type") != "genolm":
-        raise ValueError(
+        raise InputDataError(
             f"{checkpoint}: model_type is {raw.get('model_type')!r}; publish expects a genolm checkpoint"
         )
     if out_dir.resolve() == checkpoint.resolve():
-        raise ValueError("out_dir must differ from the checkpoint folder")
+        raise OutputPathError("out_dir must differ from the checkpoint folder")
     metadata = read_training_metadata(checkpoint, training_config, metrics)
     info = checkpoint_info(checkpoint)
     if output_format == "esm":
@@ -447,7 +453,7 @@ def _save_genolm(checkpoint: Path, out_dir: Path, architecture: str) -> None:
 
     model_class = getattr(genolm, architecture, None)
     if model_class is None:
-        raise ValueError(f"{checkpoint}: unknown architecture {architecture!r}")
+        raise InputDataError(f"{checkpoint}: unknown architecture {architecture!r}")
     model = model_class.from_pretrained(checkpoint)
     model.save_pretrained(out_dir)  # safetensors
     GenoLMTokenizer.from_pretrained(checkpoint).save_pretrained(out_dir)

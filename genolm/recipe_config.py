@@ -31,6 +31,8 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from genolm.errors import ConfigError
+
 T = TypeVar("T")
 
 _NONE_WORDS = {"none", "null", "~"}
@@ -156,14 +158,14 @@ def _type_label(annotation: Any) -> str:
 
 
 def typed_values(cls: type, values: dict[str, Any], origin: str = "config") -> dict[str, Any]:
-    """``values`` converted to the field types of ``cls``; unknown keys and wrong types raise ``ValueError``
+    """``values`` converted to the field types of ``cls``; unknown keys and wrong types raise :class:`ConfigError`
     naming ``origin`` (a file, or where else the values came from) and the key."""
     types_ = field_types(cls)
     unknown = [key for key in values if key not in types_]
     if unknown:
         close = difflib.get_close_matches(str(unknown[0]), list(types_), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(
+        raise ConfigError(
             f"{origin}: unknown {cls.__name__} field {unknown[0]!r}{hint}; "
             f"unknown keys: {', '.join(map(repr, unknown))}; fields: {', '.join(types_)}"
         )
@@ -172,7 +174,7 @@ def typed_values(cls: type, values: dict[str, Any], origin: str = "config") -> d
         try:
             typed[key] = coerce(value, types_[key], key)
         except ValueError as err:
-            raise ValueError(f"{origin}: {err}") from None
+            raise ConfigError(f"{origin}: {err}") from None
     return typed
 
 
@@ -185,10 +187,13 @@ def load_yaml(cls: type, path: str | Path) -> dict[str, Any]:
     """Typed field values from a YAML mapping; unknown keys and wrong types name the file and the key."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of {cls.__name__} fields, got {type(data).__name__}")
+        raise ConfigError(f"{path}: expected a mapping of {cls.__name__} fields, got {type(data).__name__}")
     return typed_values(cls, data, str(path))
 
 

@@ -27,6 +27,7 @@ from genolm.convert import (
     max_logits_difference,
     write_esm_tokenizer,
 )
+from genolm.errors import InputDataError
 
 # Tiny ESM configs with the published NT v1 (token dropout, 1002 positions) and AgroNT (1026 positions) shapes.
 ESM_SHAPES = {
@@ -186,7 +187,7 @@ def test_key_mapping_is_a_bijection():
     keys = list(GenoLMForMaskedLM(config).state_dict())
     assert [esm_key_to_genolm(genolm_key_to_esm(k)) for k in keys] == keys
     assert esm_key_to_genolm("esm.contact_head.regression.weight") is None
-    with pytest.raises(KeyError, match="unexpected ESM"):
+    with pytest.raises(InputDataError, match="unexpected ESM"):
         esm_key_to_genolm("esm.encoder.layer.0.crossattention.self.query.weight")
 
 

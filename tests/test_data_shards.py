@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
 from pathlib import Path
@@ -11,8 +10,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from genolm.cli import build_parser
 from genolm.data import GenomeDataError, genome_dataset, prepare_shards
-from genolm.data.cli import add_data_parser
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_MANIFEST = REPO / "recipes" / "data" / "example_3_species.tsv"
@@ -83,11 +82,9 @@ def test_shards_shuffle_resume_and_checks(shared_data, tmp_path, tokenizer):
 
 
 def test_prepare_command(shared_data, tmp_path, capsys):
-    parser = argparse.ArgumentParser(prog="genolm")
-    add_data_parser(parser.add_subparsers(dest="command"))
     out = tmp_path / "out"
-    args = parser.parse_args(["data", "prepare", str(EXAMPLE_MANIFEST), str(out), "--max-tokens", "500",
-                              "--splits", "train", "--block-size", "250000", "--num-shards", "2", "--no-progress"])
+    args = build_parser().parse_args(["data", "prepare", str(EXAMPLE_MANIFEST), str(out), "--max-tokens", "500",
+                              "--splits", "train", "--block-size", "250000", "--num-shards", "2"])
     assert args.func(args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert set(summary["train"]) == {"Arabidopsis thaliana", "Oryza sativa", "Arabidopsis thaliana chloroplast"}

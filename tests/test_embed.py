@@ -93,7 +93,7 @@ def test_embed_cli(tiny_mlm_dir, records, tmp_path):
     fasta = _write_fasta(tmp_path / "in.fa", {k: records[k] for k in ("psbA_region", "with_N")})
     out = tmp_path / "cls.npz"
     argv = ["embed", "--model", str(tiny_mlm_dir), "--fasta", str(fasta), "--out", str(out), "--pool", "cls"]
-    assert main([*argv, "--batch-size", "1", "--device", "cpu", "--no-progress"]) == 0
+    assert main([*argv, "--batch-size", "1", "--device", "cpu", "--quiet"]) == 0
     assert sorted(np.load(out).files) == ["psbA_region", "with_N"]
     assert (
         main(["embed", "--model", str(tiny_mlm_dir), "--fasta", str(fasta), "--out", str(tmp_path / "x.csv")])

@@ -239,13 +239,9 @@ def test_make_task_files_load_in_finetuning(shared_data, chr5_fasta, tmp_path):
 
 
 def test_make_task_command(shared_data, tmp_path):
-    import argparse
+    from genolm.cli import build_parser
 
-    from genolm.data.cli import add_data_parser
-
-    parser = argparse.ArgumentParser()
-    add_data_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(
+    args = build_parser().parse_args(
         [
             "data",
             "make-task",

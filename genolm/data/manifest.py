@@ -26,6 +26,7 @@ from genolm.data.ncbi import (
     select_assemblies,
 )
 from genolm.data.remote import fetch_bytes
+from genolm.errors import ConfigError
 from genolm.genome.fasta import GenomeDataError, is_url
 
 MANIFEST_SUFFIXES = (".tsv", ".yaml", ".yml")
@@ -186,7 +187,7 @@ def build_ncbi_manifest(
         assembly name and level, taxid and genome size.
     """
     if weighting not in ("equal", "size"):
-        raise ValueError(f"weighting must be 'equal' or 'size', not {weighting!r}")
+        raise ConfigError(f"weighting must be 'equal' or 'size', not {weighting!r}")
     location = str(summary) if summary else assembly_summary_url(group, database, base_url)
     if is_url(location):
         text = fetch_bytes(location).decode("utf-8", "replace")

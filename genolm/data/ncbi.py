@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from genolm.data.remote import fetch_bytes
+from genolm.errors import ConfigError
 from genolm.genome.fasta import GenomeDataError
 
 NCBI_DEFAULT_URL = "https://ftp.ncbi.nlm.nih.gov/genomes"
@@ -107,7 +108,7 @@ class AssemblySummaryRow:
 def assembly_summary_url(group: str = "plant", database: str = "refseq", base_url: str | None = None) -> str:
     """URL of NCBI's ``assembly_summary.txt`` for a taxonomic group (``plant``, ``fungi``, ...)."""
     if database not in ("refseq", "genbank"):
-        raise ValueError(f"database must be 'refseq' or 'genbank', not {database!r}")
+        raise ConfigError(f"database must be 'refseq' or 'genbank', not {database!r}")
     return f"{ncbi_base_url(base_url)}/{database}/{group}/assembly_summary.txt"
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from genolm import defaults
 from genolm.data.sources import resolve_source
 from genolm.data.windows import (
     SPLITS,
@@ -39,6 +40,7 @@ from genolm.data.windows import (
     plan_shards,
     window_features,
 )
+from genolm.errors import ConfigError
 from genolm.genome.fasta import GenomeDataError
 
 logger = logging.getLogger(__name__)
@@ -158,10 +160,11 @@ def prepare_shards(
     sources: Any,
     out_dir: str | Path,
     tokenizer,
-    max_tokens: int = 1000,
+    max_tokens: int = defaults.PREPARE_MAX_TOKENS,
     stride: int | None = None,
     *,
     splits: tuple[str, ...] = ("train", "validation"),
+    num_shards: int = defaults.PREPARE_NUM_SHARDS,
     file_format: str = "parquet",
     num_proc: int = 1,
     rows_per_group: int = 1024,
@@ -178,12 +181,13 @@ def prepare_shards(
         out_dir: output folder (must be empty or absent unless ``overwrite``).
         tokenizer, max_tokens, stride: as for :func:`genolm.data.genome_dataset`.
         splits: which splits to write (each into its own sub-folder).
+        num_shards: files per genome and split (the blocks of a genome are dealt round-robin into them).
         file_format: ``"parquet"`` (zstd) or ``"arrow"`` (IPC file).
         num_proc: worker processes (shards are written in parallel).
         rows_per_group: rows per Parquet row group / Arrow record batch.
         progress: show a progress bar.
         **window_options: further :class:`WindowOptions` fields (``reverse_complement``, ``shuffle``,
-            ``seed``, ``softmask``, ``validation_fraction``, ``block_size``, ``num_shards``, ...).
+            ``seed``, ``softmask``, ``validation_fraction``, ``block_size``, ...).
 
     Returns:
         The metadata written to ``genolm_shards.json`` (rows and tokens per split and genome).
@@ -191,15 +195,14 @@ def prepare_shards(
     from tqdm.auto import tqdm
 
     if file_format not in _SUFFIX:
-        raise ValueError(f"file_format must be 'parquet' or 'arrow', not {file_format!r}")
+        raise ConfigError(f"file_format must be 'parquet' or 'arrow', not {file_format!r}")
     for split in splits:
         if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; expected some of {SPLITS}")
+            raise ConfigError(f"unknown split {split!r}; expected some of {SPLITS}")
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise GenomeDataError(f"{out_dir}: output folder is not empty (pass overwrite=True / --overwrite)")
-    window_options.setdefault("num_shards", 16)
-    base = WindowOptions(max_tokens=max_tokens, stride=stride, **window_options)
+    base = WindowOptions(max_tokens=max_tokens, stride=stride, num_shards=num_shards, **window_options)
     entries = as_entries(sources)
     jobs = []
     metadata: dict[str, Any] = {

@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import ConfigError, InputDataError
 from ..genome import GFF3, Region, Transcript, read_records, reverse_complement
 from ..genome.gff3 import MIN_INTRON_LENGTH
 
@@ -566,13 +567,13 @@ def build_task(
         A DataFrame; its columns are listed by :func:`task_schema`.
     """
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+        raise ConfigError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     if sites not in ("both", "donor", "acceptor"):
-        raise ValueError(f"sites must be 'both', 'donor' or 'acceptor', got {sites!r}")
+        raise ConfigError(f"sites must be 'both', 'donor' or 'acceptor', got {sites!r}")
     window = window or DEFAULT_WINDOWS.get(task)
     length = upstream + downstream if task == "promoters" else window
     if length is None or length < 4:
-        raise ValueError(f"window length must be at least 4 bp, got {length}")
+        raise ConfigError(f"window length must be at least 4 bp, got {length}")
     margin = length if margin is None else margin
     annotation = GFF3(gff3)
     transcripts = annotation.transcripts()
@@ -608,10 +609,10 @@ def build_task(
             rows += cds_token_rows(transcripts, annotation, seq_id, seq, extent, window, stride)
     missing = sorted({tx.seqid for tx in transcripts} - set(lengths))
     if missing:
-        raise ValueError(f"{gff3}: sequence ids {missing[:5]} are not records of {fasta}")
+        raise InputDataError(f"{gff3}: sequence ids {missing[:5]} are not records of {fasta}")
     for tx in transcripts:
         if tx.end > lengths[tx.seqid]:
-            raise ValueError(
+            raise InputDataError(
                 f"{gff3}: {tx.id} ends at {tx.end}, past the end of {tx.seqid} ({lengths[tx.seqid]} bp)"
             )
     table = pd.DataFrame(rows, columns=task_schema(task))
@@ -683,7 +684,7 @@ def make_task(
     ``cds_tokens`` are written as JSON lists (``[0,0,2,...]``). Returns the ``task.json`` content.
     """
     if file_format not in ("parquet", "csv"):
-        raise ValueError(f"file_format must be 'parquet' or 'csv', got {file_format!r}")
+        raise ConfigError(f"file_format must be 'parquet' or 'csv', got {file_format!r}")
     table = build_task(fasta, gff3, task, **options)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

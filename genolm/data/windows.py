@@ -63,6 +63,7 @@ import numpy as np
 from genolm.data.manifest import MANIFEST_SUFFIXES, ManifestEntry, load_manifest
 from genolm.data.ncbi import is_accession
 from genolm.data.sources import GenomeFile, default_species, resolve_source
+from genolm.errors import ConfigError
 from genolm.genome.bases import LOWER, TO_ACGTN, reverse_complement
 from genolm.genome.fasta import GenomeDataError, is_url, iter_fasta_blocks
 
@@ -96,21 +97,21 @@ class WindowOptions:
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+            raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.stride is not None and not 1 <= self.stride:
-            raise ValueError(f"stride must be >= 1, got {self.stride}")
+            raise ConfigError(f"stride must be >= 1, got {self.stride}")
         if not 0.0 <= self.reverse_complement <= 1.0:
-            raise ValueError(f"reverse_complement is a probability in [0, 1], got {self.reverse_complement}")
+            raise ConfigError(f"reverse_complement is a probability in [0, 1], got {self.reverse_complement}")
         if self.split not in (None, *SPLITS):
-            raise ValueError(f"split must be one of {SPLITS} or None, got {self.split!r}")
+            raise ConfigError(f"split must be one of {SPLITS} or None, got {self.split!r}")
         if self.split_by not in ("region", "sequence"):
-            raise ValueError(f"split_by must be 'region' or 'sequence', got {self.split_by!r}")
+            raise ConfigError(f"split_by must be 'region' or 'sequence', got {self.split_by!r}")
         if not (0 <= self.validation_fraction and 0 <= self.test_fraction and self.validation_fraction + self.test_fraction <= 1):
-            raise ValueError("validation_fraction and test_fraction must be >= 0 and sum to at most 1")
+            raise ConfigError("validation_fraction and test_fraction must be >= 0 and sum to at most 1")
         if self.block_size < 1 or self.num_shards < 1 or self.shuffle_blocks < 1 or self.min_tokens < 1:
-            raise ValueError("block_size, num_shards, shuffle_blocks and min_tokens must be >= 1")
+            raise ConfigError("block_size, num_shards, shuffle_blocks and min_tokens must be >= 1")
         if self.max_n_run < 0:
-            raise ValueError(f"max_n_run must be >= 0, got {self.max_n_run}")
+            raise ConfigError(f"max_n_run must be >= 0, got {self.max_n_run}")
 
     @property
     def step(self) -> int:
@@ -376,7 +377,7 @@ def as_entries(sources: Any) -> list[ManifestEntry]:
             else:
                 entries.extend(as_entries(item))
         if not entries:
-            raise ValueError("no genome sources given")
+            raise ConfigError("no genome sources given")
         return entries
     raise TypeError(f"cannot interpret {type(sources).__name__} as genome sources")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..configuration_genolm import GenoLMConfig
+from ..errors import InputDataError
 from ..modeling_genolm import (
     GenoLMForSequenceClassification,
     GenoLMForTokenClassification,
@@ -37,13 +38,22 @@ def resolve_checkpoint(model: str, work_dir: str | Path) -> Path | None:
     path = Path(model)
     if not path.exists():
         if model.startswith((".", "/", "~")) or model.count("/") != 1:
-            raise FileNotFoundError(f"model {model!r}: no such folder (and not a Hub id 'owner/name')")
+            raise InputDataError(f"model {model!r}: no such folder (and not a Hub id 'owner/name')")
         from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
 
-        path = Path(snapshot_download(model))
+        try:
+            path = Path(snapshot_download(model))
+        except LocalEntryNotFoundError:
+            raise InputDataError(
+                f"model {model!r}: not in the local Hugging Face cache, and the Hub cannot be reached "
+                "(offline: HF_HUB_OFFLINE is set or there is no network); download it first or give a folder"
+            ) from None
+        except RepositoryNotFoundError:
+            raise InputDataError(f"model {model!r}: no such repository on the Hugging Face Hub") from None
     config_file = path / "config.json"
     if not config_file.exists():
-        raise FileNotFoundError(f"{path}: no config.json (is this a Hugging Face checkpoint folder?)")
+        raise InputDataError(f"{path}: no config.json (is this a Hugging Face checkpoint folder?)")
     model_type = json.loads(config_file.read_text()).get("model_type")
     if model_type == "esm":
         from ..convert import esm_to_genolm
@@ -53,7 +63,7 @@ def resolve_checkpoint(model: str, work_dir: str | Path) -> Path | None:
         esm_to_genolm(path, converted)
         return converted
     if model_type != "genolm":
-        raise ValueError(f"{config_file}: model_type {model_type!r}; expected 'genolm' or 'esm'")
+        raise InputDataError(f"{config_file}: model_type {model_type!r}; expected 'genolm' or 'esm'")
     return path
 
 

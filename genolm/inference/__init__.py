@@ -1,6 +1,6 @@
 """Genome-scale inference with genolm models: zero-shot variant effects (``genolm vep``), in-silico mutagenesis
 (``genolm ism``) and whole-genome annotation (``genolm annotate``). Each command is a function here, also for
-notebooks and benchmarks; ``genolm.inference.cli`` only parses arguments and calls them.
+notebooks and benchmarks; ``genolm.cli.inference`` only parses arguments and calls them.
 
 Coordinates: the Python API is 0-based half-open; VCF ``POS``, GFF3 and ``--region`` are 1-based closed.
 """

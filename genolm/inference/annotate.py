@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .. import defaults
+from ..errors import ConfigError, InputDataError, OutputPathError
 from ..genome import iter_records, sequence_lengths
 from .genome import IS_BASE_BYTE
 from .scoring import KmerTable, encode_windows, load_model, max_window_tokens
@@ -215,12 +217,12 @@ def _check_tiling(model, window_tokens: int | None, stride_tokens: int | None) -
     limit = max_window_tokens(model)
     window_tokens = limit if window_tokens is None else int(window_tokens)
     if not 1 <= window_tokens <= limit:
-        raise ValueError(
+        raise ConfigError(
             f"window_tokens={window_tokens}: the model takes 1 to {limit} tokens (<cls> excluded)"
         )
     stride_tokens = max(1, window_tokens // 2) if stride_tokens is None else int(stride_tokens)
     if not 1 <= stride_tokens <= window_tokens:
-        raise ValueError(
+        raise ConfigError(
             f"stride_tokens={stride_tokens}: need 1 <= stride <= window_tokens ({window_tokens})"
         )
     return window_tokens, stride_tokens
@@ -439,15 +441,15 @@ def annotate_fasta(
     fasta, out = Path(fasta), Path(out)
     fmt = "bed" if out.name.lower().endswith(".bed") else "gff3"
     if fmt == "gff3" and not out.name.lower().endswith((".gff3", ".gff")):
-        raise ValueError(f"{out}: expected a .gff3, .gff or .bed output file")
+        raise OutputPathError(f"{out}: expected a .gff3, .gff or .bed output file")
     config = model.config
     labels = [str(config.id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
     bad = [name for name in labels if not name or any(c in name for c in " \t;=,/")]
     if bad:
-        raise ValueError(f"labels {bad} cannot be GFF3 types or file names; rename them in config.id2label")
+        raise InputDataError(f"labels {bad} cannot be GFF3 types or file names; rename them in config.id2label")
     unknown = set(skip_labels) - set(labels)
     if unknown:
-        raise ValueError(f"skip_labels {sorted(unknown)} are not labels of the model ({', '.join(labels)})")
+        raise ConfigError(f"skip_labels {sorted(unknown)} are not labels of the model ({', '.join(labels)})")
     multi_label = getattr(config, "problem_type", None) == "multi_label_classification"
     lengths = sequence_lengths(fasta)
     tracks = _TrackWriter(Path(bigwig_dir), labels, lengths) if bigwig_dir else None
@@ -501,9 +503,9 @@ def run_annotate(
     stride_tokens: int | None = None,
     threshold: float = 0.5,
     skip_labels: Iterable[str] = (),
-    batch_size: int = 8,
-    device: str | None = None,
-    dtype: str | None = None,
+    batch_size: int = defaults.ANNOTATE_BATCH_SIZE,
+    device: str | None = defaults.DEVICE,
+    dtype: str | None = defaults.DTYPE,
     progress: bool = True,
 ) -> AnnotateReport:
     """``genolm annotate``: load a token-classification checkpoint and run :func:`annotate_fasta`; prints bp/s."""

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .. import defaults
+from ..errors import ConfigError
 from ..genome import complement, is_base, parse_region, read_gff3
 from .genome import Genome
 from .scoring import KmerTable, encode_windows, load_model, masked_log_probs
@@ -91,9 +93,9 @@ def ism_region(
         progress: show a progress bar.
     """
     if chrom not in genome:
-        raise ValueError(f"{genome.path}: no sequence named {chrom!r}")
+        raise ConfigError(f"{genome.path}: no sequence named {chrom!r}")
     if not 0 <= start < end <= genome.lengths[chrom]:
-        raise ValueError(
+        raise ConfigError(
             f"region {chrom}:{start}-{end} (0-based) is empty or outside {chrom} ({genome.lengths[chrom]} bp)"
         )
     table = KmerTable(tokenizer)
@@ -281,9 +283,9 @@ def run_ism(
     window_tokens: int | None = None,
     rc: bool = False,
     naive: bool = False,
-    batch_size: int = 32,
-    device: str | None = None,
-    dtype: str | None = None,
+    batch_size: int = defaults.ISM_BATCH_SIZE,
+    device: str | None = defaults.DEVICE,
+    dtype: str | None = defaults.DTYPE,
     progress: bool = True,
 ) -> ISMResult:
     """``genolm ism``: score the region (``NAME:START-END``, 1-based closed), write the tidy table to ``out``

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError, InputDataError
+
 __all__ = [
     "BASE_DIGITS",
     "KmerTable",
@@ -54,7 +56,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     if dtype is None or dtype == "auto":
         return torch.float32
     if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r}: expected one of auto, {', '.join(DTYPES)}")
+        raise ConfigError(f"dtype {dtype!r}: expected one of auto, {', '.join(DTYPES)}")
     return DTYPES[dtype]
 
 
@@ -95,7 +97,7 @@ def load_model(
         ]
         source = os.fspath(model)
         if not os.path.isdir(source):
-            raise FileNotFoundError(f"{source}: checkpoint folder not found")
+            raise InputDataError(f"{source}: checkpoint folder not found")
         _check_architecture(source, task)
         target = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, target)
@@ -112,7 +114,7 @@ def load_model(
             )
     k_model = getattr(model.config, "k", tokenizer.k)
     if k_model != tokenizer.k:
-        raise ValueError(f"the model was trained on {k_model}-mers but the tokenizer cuts {tokenizer.k}-mers")
+        raise InputDataError(f"the model was trained on {k_model}-mers but the tokenizer cuts {tokenizer.k}-mers")
     return model, tokenizer
 
 
@@ -122,12 +124,12 @@ def _check_architecture(source: str, task: str) -> None:
 
     config_file = os.path.join(source, "config.json")
     if not os.path.exists(config_file):
-        raise FileNotFoundError(f"{source}: no config.json (is this a Hugging Face checkpoint folder?)")
+        raise InputDataError(f"{source}: no config.json (is this a Hugging Face checkpoint folder?)")
     with open(config_file) as handle:
         architectures = json.load(handle).get("architectures") or []
     wanted = {"masked-lm": "ForMaskedLM", "token-classification": "ForTokenClassification"}[task]
     if architectures and not any(name.endswith(wanted) for name in architectures):
-        raise ValueError(
+        raise InputDataError(
             f"{source} holds a {', '.join(architectures)} checkpoint; this command needs a *{wanted} model"
         )
 

@@ -48,6 +48,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .. import defaults
+from ..errors import ConfigError, InputDataError
 from ..genome import complement, is_base
 from .genome import Genome, Window
 from .scoring import (
@@ -292,7 +294,7 @@ def _check_window(model, window_tokens: int | None) -> int:
     if window_tokens is None:
         return limit
     if not 1 <= window_tokens <= limit:
-        raise ValueError(
+        raise ConfigError(
             f"window_tokens={window_tokens}: the model takes 1 to {limit} tokens (<cls> excluded)"
         )
     return int(window_tokens)
@@ -432,7 +434,7 @@ def validate_vcf(path: str | os.PathLike) -> VcfScan:
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: VCF file not found")
+        raise InputDataError(f"{path}: VCF file not found")
     contigs: dict[str, None] = {}
     types: dict[tuple[str, str], str] = {}
     lines = array("q")
@@ -464,9 +466,9 @@ def validate_vcf(path: str | os.PathLike) -> VcfScan:
                 lines.append(lineno)
             if problem is not None:
                 shown = line if len(line) <= 80 else line[:77] + "..."
-                raise ValueError(f"{path}:{lineno}: {problem}: {shown!r}")
+                raise InputDataError(f"{path}:{lineno}: {problem}: {shown!r}")
     if columns is None:
-        raise ValueError(f"{path}: no #CHROM header line (is this a VCF file?)")
+        raise InputDataError(f"{path}: no #CHROM header line (is this a VCF file?)")
     return VcfScan(list(contigs), lines)
 
 
@@ -491,9 +493,9 @@ def run_vep(
     window_tokens: int | None = None,
     rc: bool = False,
     embedding_distance: bool = False,
-    batch_size: int = 32,
-    device: str | None = None,
-    dtype: str | None = None,
+    batch_size: int = defaults.VEP_BATCH_SIZE,
+    device: str | None = defaults.DEVICE,
+    dtype: str | None = defaults.DTYPE,
     chunk_records: int = 10_000,
     progress: bool = True,
 ) -> VepReport:
@@ -531,7 +533,7 @@ def run_vep(
     try:
         reader = pysam.VariantFile(str(vcf))
     except (OSError, ValueError) as err:
-        raise ValueError(f"{vcf}: pysam cannot read this VCF: {err}") from None
+        raise InputDataError(f"{vcf}: pysam cannot read this VCF: {err}") from None
     finally:
         pysam.set_verbosity(previous_verbosity)
     header = reader.header
@@ -649,7 +651,7 @@ def _read_chunk(records: Iterable, size: int, vcf: Path, scan: VcfScan | None, d
                 if scan and index < len(scan.line_numbers)
                 else f"record {index + 1}"
             )
-            raise ValueError(f"{vcf}: {where}: pysam cannot parse the record: {err}") from None
+            raise InputDataError(f"{vcf}: {where}: pysam cannot parse the record: {err}") from None
     return chunk
 
 

@@ -1,4 +1,4 @@
-"""Inference subcommands: ``genolm vep``, ``genolm ism`` and ``genolm annotate``.
+"""Inference commands: ``genolm vep``, ``genolm ism`` and ``genolm annotate``.
 
 Each parser only reads options and calls the library function of the same task (``run_vep``, ``run_ism``,
 ``run_annotate``), which notebooks and benchmarks call too.
@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 
+from genolm import defaults
+from genolm.cli.options import add_runtime_options, apply_runtime_options
+
 WINDOW_HELP = (
     "tokens per window, <cls> excluded (default: the model's maximum, e.g. 1023 tokens = 6,138 bp for 6-mers); "
     "the window is a run of whole tokens of the sequence's tokenisation from its first base, centred on the "
@@ -15,37 +18,8 @@ WINDOW_HELP = (
 )
 
 
-def _add_runtime(parser: argparse.ArgumentParser, batch_size: int) -> None:
-    parser.add_argument(
-        "--batch-size", type=int, default=batch_size, help=f"windows per forward pass (default {batch_size})"
-    )
-    parser.add_argument(
-        "--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1 ..."
-    )
-    parser.add_argument(
-        "--dtype",
-        default="auto",
-        choices=["auto", "float32", "bfloat16", "float16"],
-        help="model precision (auto = float32)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="CPU threads for torch (default: torch's; 1 is often fastest for small models)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
-
-
-def _set_threads(args: argparse.Namespace) -> None:
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-
-
-def add_inference_parsers(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``vep``, ``ism`` and ``annotate`` on the ``genolm`` parser."""
+def vep_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``genolm vep``: zero-shot variant effect scores."""
     vep = subparsers.add_parser(
         "vep",
         help="zero-shot variant effect scores of a VCF (masked-marginal log-likelihood ratio)",
@@ -74,9 +48,13 @@ def add_inference_parsers(subparsers: argparse._SubParsersAction) -> None:
     vep.add_argument(
         "--chunk-records", type=int, default=10_000, help="records scored at a time (default 10000)"
     )
-    _add_runtime(vep, 32)
-    vep.set_defaults(func=_run_vep)
+    add_runtime_options(vep, defaults.VEP_BATCH_SIZE)
+    vep.set_defaults(func=run_vep)
+    return vep
 
+
+def ism_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``genolm ism``: in-silico mutagenesis of a region."""
     ism = subparsers.add_parser(
         "ism",
         help="in-silico mutagenesis: score every single-base substitution in a region",
@@ -101,9 +79,13 @@ def add_inference_parsers(subparsers: argparse._SubParsersAction) -> None:
         help="score with the direct loop (mutate, re-tokenise, mask, score: 3 forward passes per base), for checking",
     )
     ism.add_argument("--window-tokens", type=int, default=None, help=WINDOW_HELP)
-    _add_runtime(ism, 32)
-    ism.set_defaults(func=_run_ism)
+    add_runtime_options(ism, defaults.ISM_BATCH_SIZE)
+    ism.set_defaults(func=run_ism)
+    return ism
 
+
+def annotate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``genolm annotate``: whole-genome annotation with a token-classification model."""
     annotate = subparsers.add_parser(
         "annotate",
         help="annotate whole genomes with a token-classification model (GFF3/BED intervals, probability tracks)",
@@ -139,15 +121,16 @@ def add_inference_parsers(subparsers: argparse._SubParsersAction) -> None:
         metavar="LABEL",
         help="write no intervals for this label (e.g. a background class); repeatable",
     )
-    _add_runtime(annotate, 8)
-    annotate.set_defaults(func=_run_annotate)
+    add_runtime_options(annotate, defaults.ANNOTATE_BATCH_SIZE)
+    annotate.set_defaults(func=run_annotate)
+    return annotate
 
 
-def _run_vep(args: argparse.Namespace) -> int:
-    from .vep import run_vep
+def run_vep(args: argparse.Namespace) -> int:
+    from genolm.inference import vep
 
-    _set_threads(args)
-    run_vep(
+    apply_runtime_options(args)
+    vep.run_vep(
         args.model,
         args.fasta,
         args.vcf,
@@ -164,11 +147,11 @@ def _run_vep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_ism(args: argparse.Namespace) -> int:
-    from .ism import run_ism
+def run_ism(args: argparse.Namespace) -> int:
+    from genolm.inference import ism
 
-    _set_threads(args)
-    run_ism(
+    apply_runtime_options(args)
+    ism.run_ism(
         args.model,
         args.fasta,
         args.region,
@@ -186,11 +169,11 @@ def _run_ism(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_annotate(args: argparse.Namespace) -> int:
-    from .annotate import run_annotate
+def run_annotate(args: argparse.Namespace) -> int:
+    from genolm.inference import annotate
 
-    _set_threads(args)
-    run_annotate(
+    apply_runtime_options(args)
+    annotate.run_annotate(
         args.model,
         args.fasta,
         args.out,

@@ -1,0 +1,7 @@
+"""``python -m genolm ...``: the ``genolm`` command line."""
+
+import sys
+
+from genolm.cli import main
+
+sys.exit(main())

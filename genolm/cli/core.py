@@ -1,0 +1,48 @@
+"""Core commands: ``genolm convert`` and ``genolm info``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def convert_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``genolm convert``: checkpoints between genolm and transformers' ESM format."""
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert checkpoints between genolm and transformers' ESM format (NT v1 / AgroNT)",
+        description="Convert Hugging Face checkpoint folders. The result is saved only if it reproduces the "
+        "source model's logits on real sequence.",
+    )
+    parser.add_argument("direction", choices=["esm-to-genolm", "genolm-to-esm"])
+    parser.add_argument("src", help="source checkpoint folder")
+    parser.add_argument("dst", help="destination folder (created)")
+    parser.add_argument("--no-verify", action="store_true", help="skip the logits comparison")
+    parser.set_defaults(func=run_convert)
+    return parser
+
+
+def info_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``genolm info``: what a checkpoint holds."""
+    parser = subparsers.add_parser("info", help="print architecture, size, vocabulary and context of a checkpoint")
+    parser.add_argument("path", help="checkpoint folder (genolm or ESM format)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(func=run_info)
+    return parser
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from genolm.convert import esm_to_genolm, genolm_to_esm
+
+    convert = esm_to_genolm if args.direction == "esm-to-genolm" else genolm_to_esm
+    model = convert(args.src, args.dst, verify=not args.no_verify)
+    print(f"wrote {type(model).__name__} to {args.dst}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from genolm.info import checkpoint_info, format_info
+
+    info = checkpoint_info(args.path)
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    return 0

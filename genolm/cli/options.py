@@ -1,0 +1,70 @@
+"""Options shared by several ``genolm`` commands, defined once.
+
+Defaults come from :mod:`genolm.defaults`, the constants the library functions use as their own defaults.
+Options that every command writing files should share (e.g. how an existing output is treated) belong here
+too, next to :func:`add_runtime_options`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from genolm import defaults
+
+
+def comma_list(text: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]`` (an argparse ``type``)."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def add_runtime_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
+    """``--batch-size``, ``--device``, ``--dtype``, ``--threads`` and ``--quiet`` of a command that runs a model.
+
+    ``batch_size`` is the default of the library function the command calls (a :mod:`genolm.defaults`
+    constant).
+    """
+    parser.add_argument(
+        "--batch-size", type=int, default=batch_size, help=f"windows per forward pass (default: {batch_size})"
+    )
+    parser.add_argument(
+        "--device",
+        default=defaults.DEVICE,
+        help=f"auto (the first CUDA device if there is one, else the CPU), cpu, cuda, cuda:1 ... "
+        f"(default: {defaults.DEVICE})",
+    )
+    parser.add_argument(
+        "--dtype",
+        default=defaults.DTYPE,
+        choices=defaults.DTYPES,
+        help=f"model precision; auto = float32 (default: {defaults.DTYPE})",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: torch's; 1 is often fastest for small models)",
+    )
+    add_quiet_option(parser)
+
+
+def add_quiet_option(parser: argparse.ArgumentParser) -> None:
+    """``--quiet``: no progress bar or summary line."""
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
+
+
+def apply_runtime_options(args: argparse.Namespace) -> None:
+    """Apply ``--threads`` (torch's CPU threads) and ``--quiet`` (no Hugging Face progress bars either).
+
+    Imports torch and transformers: call it in a runner only.
+    """
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.quiet:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+
+
+__all__ = ["add_quiet_option", "add_runtime_options", "apply_runtime_options", "comma_list"]
