@@ -151,8 +151,7 @@ def test_masked_lm_loss_and_sparse_prediction():
     with torch.no_grad():
         dense = model(**batch, labels=labels)
         manual = F.cross_entropy(dense.logits.view(-1, config.vocab_size), labels.view(-1), ignore_index=-100)
-        model.config.sparse_prediction = True
-        sparse = model(**batch, labels=labels)
+        sparse = model(**batch, labels=labels, sparse_prediction=True)
     torch.testing.assert_close(dense.loss, manual)
     assert sparse.logits.shape == (int((labels != -100).sum()), config.vocab_size)
     torch.testing.assert_close(sparse.loss, dense.loss, rtol=1e-6, atol=1e-6)
