@@ -15,6 +15,7 @@ from transformers import (
 )
 
 from .configuration_genolm import PRESETS, GenoLMConfig
+from .finetune.adapters import register_peft_defaults
 from .modeling_genolm import (
     GenoLMForMaskedLM,
     GenoLMForSequenceClassification,
@@ -34,6 +35,7 @@ AutoModelForTokenClassification.register(GenoLMConfig, GenoLMForTokenClassificat
 # Resolves "tokenizer_class": "GenoLMTokenizer" in saved folders. Without genolm, AutoTokenizer falls back to
 # PreTrainedTokenizerFast on the same tokenizer.json, with identical ids.
 AutoTokenizer.register(GenoLMConfig, tokenizer_class=GenoLMTokenizer, exist_ok=True)
+register_peft_defaults()  # peft's default adapter targets for model type "genolm" (when peft is installed)
 
 __all__ = [
     "PRESETS",
