@@ -103,15 +103,16 @@ def device_kind(raw_name: str | None) -> str | None:
     Accepts CUDA names (``torch.cuda.get_device_name()``: "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"),
     PJRT TPU device kinds (torch-xla's ``xla_device_kind()``, JAX's ``device_kind``: "TPU v4", "TPU v5 lite"
     (v5e), "TPU v5" (v5p), "TPU v6 lite" (v6e), and the spelled-out "TPU v5e" / "TPU v5p" / "TPU v6e"),
-    Cloud TPU accelerator types ("v4-8", "v5litepod-16", "v5p-128", "v6e-8"), table keys and "cpu". A
-    generation number alone ("tpu-v5") does not tell v5e from v5p (2.3x apart) and gives None.
+    Cloud TPU accelerator types ("v4-8", "v5litepod-16", "v5p-128", "v6e-8", or torch-xla's ``get_tpu_type()``
+    form "v5litepod", "v6e"), table keys and "cpu". A generation number alone ("tpu-v5", "v5") does not tell
+    v5e from v5p (2.3x apart) and gives None.
     """
     if not raw_name:
         return None
     name = raw_name.strip().lower()
     if name == "cpu" or name in PEAK_FLOPS:
         return name
-    tpu = re.fullmatch(r"tpu\s*v(\d+)\s*(lite|e|p)?", name) or re.fullmatch(r"v(\d+)(litepod|lite|e|p)?-\d+", name)
+    tpu = re.fullmatch(r"tpu\s*v(\d+)\s*(lite|e|p)?", name) or re.fullmatch(r"v(\d+)(litepod|lite|e|p)?(?:-\d+)?", name)
     if tpu:
         version, variant = tpu.group(1), tpu.group(2)
         if variant is None:
