@@ -56,6 +56,7 @@ def register_auto_classes() -> None:
     )
 
     from .configuration_genolm import GenoLMConfig
+    from .finetune.adapters import register_peft_defaults
     from .modeling_genolm import (
         GenoLMForMaskedLM,
         GenoLMForSequenceClassification,
@@ -72,6 +73,7 @@ def register_auto_classes() -> None:
     # Resolves "tokenizer_class": "GenoLMTokenizer" in saved folders. Without genolm, AutoTokenizer falls back
     # to PreTrainedTokenizerFast on the same tokenizer.json, with identical ids.
     AutoTokenizer.register(GenoLMConfig, tokenizer_class=GenoLMTokenizer, exist_ok=True)
+    register_peft_defaults()  # peft's default adapter targets for model type "genolm" (when peft is installed)
 
 
 # Modules that define the registered classes; each imports transformers.

@@ -131,10 +131,10 @@ class GenoLMConfig(PretrainedConfig):
         classifier_dropout: Dropout in classification heads (defaults to ``hidden_dropout_prob``).
         per_nucleotide: Token classification predicts each of the ``k`` bases of every token, so a k-mer
             model labels single nucleotides (logits of shape ``(batch, tokens, k, num_labels)``).
-        sparse_prediction: When ``labels`` are given to the masked LM, project to the vocabulary only at
-            labelled positions (those with label != -100). Saves most of the LM head's compute during
-            pretraining; logits then have shape ``(n_labelled, vocab_size)``. Leave False under XLA, where a
-            data-dependent shape recompiles the graph.
+
+    The masked LM's sparse prediction (LM head only at labelled positions) is a forward argument of
+    ``GenoLMForMaskedLM`` set by the training loop, not a configuration field; a ``sparse_prediction`` key in
+    an older ``config.json`` is ignored.
     """
 
     model_type = "genolm"
@@ -165,9 +165,10 @@ class GenoLMConfig(PretrainedConfig):
         pooling: str = "cls",
         classifier_dropout: float | None = None,
         per_nucleotide: bool = False,
-        sparse_prediction: bool = False,
         **kwargs: Any,
     ):
+        # Older checkpoints persisted the pretraining loop's sparse LM-head switch; it is a runtime choice.
+        kwargs.pop("sparse_prediction", None)
         # NT's published configs carry no <eos>; ESM's default eos_token_id (2) would collide with <mask>.
         kwargs.setdefault("eos_token_id", None)
         kwargs.setdefault("bos_token_id", None)
@@ -195,7 +196,6 @@ class GenoLMConfig(PretrainedConfig):
         self.pooling = pooling
         self.classifier_dropout = classifier_dropout
         self.per_nucleotide = per_nucleotide
-        self.sparse_prediction = sparse_prediction
         super().__init__(pad_token_id=pad_token_id, **kwargs)
         self.validate_architecture()
 

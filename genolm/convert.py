@@ -29,7 +29,7 @@ from .modeling_genolm import (
     GenoLMModel,
     GenoLMPreTrainedModel,
 )
-from .tokenization_genolm import GenoLMTokenizer
+from .tokenization_genolm import GenoLMTokenizer, fit_model_max_length
 
 logger = logging.getLogger(__name__)
 
@@ -298,10 +298,19 @@ def _tokenizer_from_vocab(vocab_file: Path) -> GenoLMTokenizer:
 
 
 def _source_tokenizer(src: Path, config: GenoLMConfig) -> GenoLMTokenizer:
+    """The tokenizer matching ``src``'s vocabulary, with the source's ``model_max_length`` (AgroNT ships 1024)
+    or, without one, the model's positions."""
     if (src / "vocab.txt").exists():
-        return _tokenizer_from_vocab(src / "vocab.txt")
-    logger.warning("%s has no vocab.txt; assuming the %s layout with k=%d", src, config.vocab_layout, config.k)
-    return GenoLMTokenizer(vocab_layout=config.vocab_layout, k=config.k)
+        tokenizer = _tokenizer_from_vocab(src / "vocab.txt")
+    else:
+        logger.warning("%s has no vocab.txt; assuming the %s layout with k=%d", src, config.vocab_layout, config.k)
+        tokenizer = GenoLMTokenizer(vocab_layout=config.vocab_layout, k=config.k)
+    tokenizer_config = src / "tokenizer_config.json"
+    if tokenizer_config.exists():
+        source_max = json.loads(tokenizer_config.read_text()).get("model_max_length")
+        if isinstance(source_max, (int, float)):
+            tokenizer.model_max_length = int(min(source_max, config.max_tokens))
+    return fit_model_max_length(tokenizer, config.max_tokens)
 
 
 def reference_batch(tokenizer: GenoLMTokenizer, max_tokens: int, n: int = 2) -> dict[str, torch.Tensor]:
@@ -457,7 +466,7 @@ def genolm_to_esm(src: str | Path, dst: str | Path, verify: bool = True):
     if missing or unexpected:
         raise InputDataError(f"{src}: cannot map weights to ESM (missing {missing}, unexpected {unexpected})")
 
-    tokenizer = GenoLMTokenizer.from_pretrained(src)
+    tokenizer = fit_model_max_length(GenoLMTokenizer.from_pretrained(src), config.max_tokens)
     if verify:
         from transformers import AutoModel
 

@@ -7,7 +7,13 @@ head. The numerics follow ESM (the format NT and AgroNT checkpoints are publishe
 converted checkpoints give the same logits; each place where that matters carries a comment.
 
 The forward pass is free of device code, host syncs (``.item()``) and data-dependent branches, so it traces
-to one static graph under torch-xla (the only exception, ``sparse_prediction``, is opt-in).
+to one static graph under torch-xla (the only exception, the masked LM's ``sparse_prediction`` argument, is
+opt-in).
+
+Outputs follow ``transformers``' ESM classes: ``hidden_states`` holds the embedding output and every layer's
+output, the last one after the final LayerNorm (so ``hidden_states[-1]`` equals ``last_hidden_state``, the
+Nucleotide Transformer embedding recipe); ``output_attentions=True`` returns each layer's attention weights
+(computed by the eager kernel for that call, also when the model runs SDPA, which cannot return weights).
 """
 
 from __future__ import annotations
@@ -45,8 +51,10 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary position embedding of ``x`` (batch, heads, tokens, head_dim), computed in fp32 as in ESM."""
-    rotated = x.float() * cos + rotate_half(x.float()) * sin
+    """Rotary position embedding of ``x`` (batch, heads, tokens, head_dim), computed in fp32 as in ESM: ``x``
+    and the tables (fp32 from :class:`GenoLMRotaryEmbedding`) are rotated in fp32, the result cast to
+    ``x.dtype``."""
+    rotated = x.float() * cos.float() + rotate_half(x.float()) * sin.float()
     return rotated.to(x.dtype)
 
 
@@ -55,7 +63,12 @@ def position_ids_from_input_ids(input_ids: torch.Tensor, padding_idx: int) -> to
 
     ``input_ids`` (batch, tokens) -> (batch, tokens). A cumulative sum, so no host sync and XLA-friendly.
     """
-    mask = input_ids.ne(padding_idx).int()
+    return position_ids_from_mask(input_ids.ne(padding_idx), padding_idx)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor, padding_idx: int) -> torch.Tensor:
+    """The same numbering from a (batch, tokens) mask that is 1/True on real tokens (for ``inputs_embeds``)."""
+    mask = attention_mask.int()
     return (torch.cumsum(mask, dim=1).type_as(mask) * mask).long() + padding_idx
 
 
@@ -94,6 +107,19 @@ def sdpa_attention(
 ATTENTION_FUNCTIONS = {"eager": eager_attention, "sdpa": sdpa_attention}
 
 
+def attention_function(implementation: str | None, output_attentions: bool = False):
+    """The attention kernel for ``config._attn_implementation`` (None means SDPA). ``output_attentions``
+    selects the eager kernel for the call, since only it returns the weights. Anything else raises
+    ``ValueError`` naming the supported implementations."""
+    implementation = implementation or "sdpa"
+    if implementation not in ATTENTION_FUNCTIONS:
+        raise ValueError(
+            f"attn_implementation={implementation!r} is not supported by genolm models; "
+            f"expected one of {sorted(ATTENTION_FUNCTIONS)}"
+        )
+    return eager_attention if output_attentions else ATTENTION_FUNCTIONS[implementation]
+
+
 class GenoLMEmbeddings(nn.Module):
     """Token embeddings, ESM's mask-dropout rescaling, and learned absolute positions (NT v1 / AgroNT)."""
 
@@ -114,22 +140,35 @@ class GenoLMEmbeddings(nn.Module):
 
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None,
         attention_mask: torch.Tensor,
         position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``input_ids``, ``attention_mask`` (batch, tokens) -> embeddings (batch, tokens, hidden)."""
-        embeddings = self.word_embeddings(input_ids)
+        """``input_ids``, ``attention_mask`` (batch, tokens) -> embeddings (batch, tokens, hidden).
+
+        ``inputs_embeds`` (batch, tokens, hidden) replaces the token lookup (as in BERT); positions, the
+        mask-dropout scale and padding still apply. Without ids no token is known to be ``<mask>``, so the scale
+        is the one of a sample without masks: ``model(inputs_embeds=word_embeddings(ids))`` equals
+        ``model(ids)`` for ids without ``<mask>``.
+        """
+        embeddings = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
         if self.token_dropout:
             # ESM treats <mask> as dropped-out input: zero it, and rescale the rest by the ratio of unmasked tokens
             # seen in training to unmasked tokens in this sample (1 at inference without masks -> 0.88 scale).
-            is_mask = input_ids == self.mask_token_id
-            embeddings = embeddings.masked_fill(is_mask.unsqueeze(-1), 0.0)
-            observed = is_mask.sum(-1).float() / attention_mask.sum(-1).float()
+            if input_ids is not None:
+                is_mask = input_ids == self.mask_token_id
+                embeddings = embeddings.masked_fill(is_mask.unsqueeze(-1), 0.0)
+                observed = is_mask.sum(-1).float() / attention_mask.sum(-1).float()
+            else:
+                observed = torch.zeros(embeddings.shape[0], device=embeddings.device)
             embeddings = (embeddings * (1 - MASK_RATIO_TRAIN) / (1 - observed)[:, None, None]).to(embeddings.dtype)
         if self.position_embeddings is not None:
             if position_ids is None:
-                position_ids = position_ids_from_input_ids(input_ids, self.padding_idx)
+                if input_ids is not None:
+                    position_ids = position_ids_from_input_ids(input_ids, self.padding_idx)
+                else:
+                    position_ids = position_ids_from_mask(attention_mask, self.padding_idx)
             embeddings = embeddings + self.position_embeddings(position_ids)
         if self.layer_norm is not None:
             embeddings = self.layer_norm(embeddings)
@@ -186,8 +225,7 @@ class GenoLMAttention(nn.Module):
         if rotary is not None:
             cos, sin = rotary
             query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
-        implementation = "eager" if output_attentions else (self.config._attn_implementation or "sdpa")
-        attend = ATTENTION_FUNCTIONS.get(implementation, sdpa_attention)
+        attend = attention_function(self.config._attn_implementation, output_attentions)
         out, weights = attend(query, key, value, attention_mask, self.dropout if self.training else 0.0)
         out = out.transpose(1, 2).reshape(batch, tokens, -1)
         return self.output(out), weights
@@ -238,7 +276,11 @@ class GenoLMLayer(GradientCheckpointingLayer):
 
 
 class GenoLMEncoder(nn.Module):
-    """The stack of layers and the final LayerNorm (ESM's ``emb_layer_norm_after``)."""
+    """The stack of layers and the final LayerNorm (ESM's ``emb_layer_norm_after``).
+
+    ``hidden_states`` (when asked for) are the embedding output, then each layer's output, the last one after
+    the final LayerNorm, as in ESM: ``hidden_states[-1]`` is ``last_hidden_state``.
+    """
 
     def __init__(self, config: GenoLMConfig):
         super().__init__()
@@ -254,15 +296,17 @@ class GenoLMEncoder(nn.Module):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
     ) -> BaseModelOutput:
-        all_hidden = (hidden_states,) if output_hidden_states else None
+        all_hidden = () if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for layer in self.layers:
-            hidden_states, weights = layer(hidden_states, attention_mask, rotary, output_attentions)
             if output_hidden_states:
                 all_hidden = all_hidden + (hidden_states,)
+            hidden_states, weights = layer(hidden_states, attention_mask, rotary, output_attentions)
             if output_attentions:
                 all_attentions = all_attentions + (weights,)
         hidden_states = self.final_norm(hidden_states)
+        if output_hidden_states:
+            all_hidden = all_hidden + (hidden_states,)
         return BaseModelOutput(last_hidden_state=hidden_states, hidden_states=all_hidden, attentions=all_attentions)
 
 
@@ -307,33 +351,43 @@ class GenoLMModel(GenoLMPreTrainedModel):
 
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> BaseModelOutput | tuple:
-        """``input_ids`` (batch, tokens); ``attention_mask`` (batch, tokens), 1 for real tokens, 0 for padding.
+        """``input_ids`` (batch, tokens), or ``inputs_embeds`` (batch, tokens, hidden) in place of the token
+        lookup; ``attention_mask`` (batch, tokens), 1 for real tokens, 0 for padding (default: ids that are not
+        ``<pad>``, or all tokens with ``inputs_embeds``).
 
-        Returns ``last_hidden_state`` (batch, tokens, hidden); ``hidden_states`` holds the embedding output and
-        each layer's output (before the final LayerNorm) when ``output_hidden_states``.
+        Returns ``last_hidden_state`` (batch, tokens, hidden); with ``output_hidden_states``, ``hidden_states``
+        holds the embedding output and each layer's output, the last after the final LayerNorm (equal to
+        ``last_hidden_state``, as in ESM); with ``output_attentions``, each layer's attention weights
+        (batch, heads, tokens, tokens), computed by the eager kernel for that call.
         """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
         output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
         output_hidden_states = bool(
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
+        reference = input_ids if input_ids is not None else inputs_embeds
         if attention_mask is None:
-            attention_mask = input_ids.ne(self.config.pad_token_id)
-        attention_mask = attention_mask.to(input_ids.device)
-        hidden_states = self.embeddings(input_ids, attention_mask, position_ids)
+            if input_ids is not None:
+                attention_mask = input_ids.ne(self.config.pad_token_id)
+            else:
+                attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
+        attention_mask = attention_mask.to(reference.device)
+        hidden_states = self.embeddings(input_ids, attention_mask, position_ids, inputs_embeds)
         rotary = None
         if self.rotary is not None:
             if position_ids is None:
-                position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
-            rotary = self.rotary(position_ids)
-            rotary = (rotary[0].to(hidden_states.dtype), rotary[1].to(hidden_states.dtype))
+                position_ids = torch.arange(reference.shape[1], device=reference.device)[None]
+            rotary = self.rotary(position_ids)  # fp32 tables; apply_rotary casts after rotating
         key_mask = attention_mask.bool()[:, None, None, :]
         outputs = self.encoder(hidden_states, key_mask, rotary, output_attentions, output_hidden_states)
         if return_dict is False:
@@ -388,29 +442,54 @@ class GenoLMForMaskedLM(GenoLMPreTrainedModel):
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         self.lm_head.decoder = new_embeddings
 
+    def resize_token_embeddings(
+        self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> nn.Embedding:
+        """transformers' resize of the input embeddings and the decoder, plus the LM head's free-standing bias
+        (rows kept; new rows get the old bias mean with ``mean_resizing``, else zero)."""
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        old_bias = self.lm_head.bias
+        new_size = embeddings.num_embeddings
+        if old_bias.shape[0] != new_size:
+            with torch.no_grad():
+                bias = old_bias.new_zeros(new_size)
+                kept = min(new_size, old_bias.shape[0])
+                bias[:kept] = old_bias[:kept]
+                if mean_resizing and new_size > kept:
+                    bias[kept:] = old_bias.mean()
+            self.lm_head.bias = nn.Parameter(bias, requires_grad=old_bias.requires_grad)
+        return embeddings
+
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        sparse_prediction: bool = False,
         **kwargs,
     ) -> MaskedLMOutput | tuple:
         """``labels`` (batch, tokens): target ids at masked positions, -100 elsewhere. The loss is a mean
-        cross-entropy computed in fp32. Logits are (batch, tokens, vocab), or (n_labelled, vocab) when
-        ``config.sparse_prediction`` and labels are given."""
+        cross-entropy computed in fp32. Logits are (batch, tokens, vocab).
+
+        ``sparse_prediction`` (a switch of the training loop, never part of the configuration): with labels,
+        project to the vocabulary only at labelled positions, which saves most of the LM head's compute in
+        pretraining; logits are then (n_labelled, vocab) in the row-major order of ``labels != -100``. Leave
+        it off under XLA, where the data-dependent shape recompiles the graph."""
         outputs = self.genolm(
             input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
         hidden_states = outputs.last_hidden_state
-        if labels is not None and self.config.sparse_prediction:
+        if labels is not None and sparse_prediction:
             # Project only the labelled (~15 %) positions to the 4k-way vocabulary (data-dependent shape).
             selected = labels != -100
             hidden_states, labels = hidden_states[selected], labels[selected]
@@ -469,10 +548,11 @@ class GenoLMForSequenceClassification(GenoLMPreTrainedModel):
 
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
@@ -484,6 +564,7 @@ class GenoLMForSequenceClassification(GenoLMPreTrainedModel):
             input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
@@ -511,10 +592,11 @@ class GenoLMForTokenClassification(GenoLMPreTrainedModel):
 
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
@@ -527,6 +609,7 @@ class GenoLMForTokenClassification(GenoLMPreTrainedModel):
             input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )

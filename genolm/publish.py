@@ -449,14 +449,15 @@ def publish(
 def _save_genolm(checkpoint: Path, out_dir: Path, architecture: str) -> None:
     import genolm
 
-    from .tokenization_genolm import GenoLMTokenizer
+    from .tokenization_genolm import GenoLMTokenizer, fit_model_max_length
 
     model_class = getattr(genolm, architecture, None)
     if model_class is None:
         raise InputDataError(f"{checkpoint}: unknown architecture {architecture!r}")
     model = model_class.from_pretrained(checkpoint)
     model.save_pretrained(out_dir)  # safetensors
-    GenoLMTokenizer.from_pretrained(checkpoint).save_pretrained(out_dir)
+    tokenizer = fit_model_max_length(GenoLMTokenizer.from_pretrained(checkpoint), model.config.max_tokens)
+    tokenizer.save_pretrained(out_dir)
 
 
 def push_to_hub(

@@ -22,7 +22,7 @@ from transformers.utils import PaddingStrategy
 
 from .genome.bases import TO_ACGTN, VALID
 
-__all__ = ["GenoLMTokenizer", "VOCAB_LAYOUTS", "build_vocab", "layout_of_vocab_file"]
+__all__ = ["GenoLMTokenizer", "VOCAB_LAYOUTS", "build_vocab", "fit_model_max_length", "layout_of_vocab_file"]
 
 VOCAB_LAYOUTS = ("nt-v1", "nt-v2")
 NUCLEOTIDES = "ATCG"  # the order NT uses for its k-mers and single-nucleotide tokens
@@ -561,3 +561,13 @@ def _check_backend_vocab(
             f"tokenizer vocabulary{where} does not match vocab_layout={vocab_layout!r}, k={k}: "
             f"{token!r} should have id {i}, found {found} ({len(mismatch)} tokens differ)"
         )
+
+
+def fit_model_max_length(tokenizer: Any, max_tokens: int) -> Any:
+    """Give a tokenizer saved with a model that model's limit: ``model_max_length`` becomes ``max_tokens``
+    (``GenoLMConfig.max_tokens``, ``<cls>`` included) unless it already holds a smaller value, so that
+    ``truncation=True`` and ``pipeline(...)`` cut inputs to what the positions cover. Returns ``tokenizer``."""
+    current = tokenizer.model_max_length
+    if current is None or current > max_tokens:
+        tokenizer.model_max_length = int(max_tokens)
+    return tokenizer

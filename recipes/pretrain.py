@@ -22,7 +22,6 @@ import json
 import math
 import random
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,6 @@ from genolm.training import (
     latest_checkpoint,
     load_training_state,
     mfu,
-    mlm_loss,
     parse_config,
     peak_flops,
     rng_state,
@@ -52,6 +50,8 @@ from genolm.training import (
     set_rng_state,
 )
 from genolm.training.data import build_datasets, take
+from genolm.training.metrics import ThroughputMeter
+from genolm.training.mlm import mlm_loss_sum, mlm_loss_weight
 
 
 def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.AdamW:
@@ -101,15 +101,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         model = GenoLMForMaskedLM(model_config)
     model_config = model.config
     # Projecting only the masked ~15 % of positions saves most of the LM head, but its shape depends on
-    # the data, which XLA would recompile for at every step: off under XLA.
+    # the data, which XLA would recompile for at every step: off under XLA. A forward argument, never saved.
     sparse = (not rt.is_xla) if cfg.sparse_prediction == "auto" else bool(cfg.sparse_prediction)
-    model_config.sparse_prediction = sparse
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     seq_len = cfg.max_tokens + 1  # <cls> + window
     if seq_len > model_config.max_tokens:
         raise ValueError(f"max_tokens={cfg.max_tokens} (+1 for <cls>) exceeds the model's {model_config.max_tokens} positions")
-    tokenizer = GenoLMTokenizer(vocab_layout=model_config.vocab_layout, k=model_config.k)
+    tokenizer = GenoLMTokenizer(
+        vocab_layout=model_config.vocab_layout, k=model_config.k, model_max_length=model_config.max_tokens
+    )
     n_params = sum(p.numel() for p in model.parameters())
 
     # ---------------------------------------------------------------------------------------------
@@ -187,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         val_before = evaluate(model, val_batches, rt)
         say(f"validation before training: loss {val_before['loss']:.4f}, perplexity {val_before['perplexity']:.2f}")
 
+    meter = ThroughputMeter()  # skips the first (compiling) steps; evaluation and checkpoints are paused
+
     def save(step: int) -> Path | None:
         # Every process takes part (FSDP gathers shards); the main process writes.
         weights = rt.model_state_dict(model)
@@ -222,49 +225,58 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         progress = tqdm(total=cfg.max_steps, initial=step, desc="pretrain", dynamic_ncols=True)
     model.train()
     batches = rt.device_batches(stream)
-    window_start, window_steps = time.perf_counter(), 0
     last_checkpoint = None
+    # DDP / FSDP average gradients over processes; an XLA SPMD step is one global computation.
+    ranks = 1 if rt.is_xla else rt.num_processes
     while step < cfg.max_steps:
-        for micro in range(cfg.gradient_accumulation_steps):
-            batch = next(batches)
+        # The step's loss is the sum of its token losses over all micro-batches and processes divided by the
+        # step's labelled tokens (soft-masked ones by their weight), as torchtitan's train_step: the mean over
+        # every masked token of the step, whatever the micro-batches' counts.
+        micro_batches = [next(batches) for _ in range(cfg.gradient_accumulation_steps)]
+        step_weight = sum(mlm_loss_weight(b["labels"], b.get("loss_weights")) for b in micro_batches)
+        step_weight = (rt.reduce_mean(step_weight) * ranks).clamp(min=1e-6)
+        step_loss_sum = 0.0
+        for micro, batch in enumerate(micro_batches):
             last = micro == cfg.gradient_accumulation_steps - 1
             with rt.no_sync(model, sync=last), rt.autocast():
-                output = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
-                loss = output.loss
-                if "loss_weights" in batch:  # soft-masked tokens down-weighted
-                    loss = mlm_loss(output.logits, batch["labels"], batch["loss_weights"], sparse=sparse)
-            rt.backward(loss / cfg.gradient_accumulation_steps)
+                output = model(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    labels=batch["labels"] if sparse else None, sparse_prediction=sparse,
+                )
+                loss_sum = mlm_loss_sum(output.logits, batch["labels"], batch.get("loss_weights"), sparse=sparse)
+            rt.backward(loss_sum * ranks / step_weight)
+            step_loss_sum = step_loss_sum + loss_sum.detach().float()
         grad_norm = rt.clip_grad_norm(model, cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         rt.step_end()  # XLA: the step's graph is cut and executed here
         step += 1
-        window_steps += 1
+        meter.step(tokens_per_step)
         tokens_seen += tokens_per_step
         if progress is not None:
             progress.update(1)
 
         if step % cfg.log_every == 0 or step == cfg.max_steps:
             # Host sync: the loss and the gradient norm come back from the device once per logging step.
-            loss_value = rt.reduce_mean(loss.detach().float()).item()
+            loss_value = (rt.reduce_mean(step_loss_sum) * ranks / step_weight).item()
             norm_value = float(grad_norm)
-            elapsed = time.perf_counter() - window_start
-            tokens_per_s = window_steps * tokens_per_step / elapsed
+            tokens_per_s = meter.rate()  # None during the warm-up steps
             record = {
                 "step": step,
                 "loss": loss_value,
                 "lr": scheduler.get_last_lr()[0],
                 "grad_norm": norm_value,
                 "tokens_per_s": tokens_per_s,
-                "tokens_per_s_per_device": tokens_per_s / rt.num_devices,
-                "mfu": mfu(tokens_per_s, flops_token, peak, peak_devices),
+                "tokens_per_s_per_device": tokens_per_s / rt.num_devices if tokens_per_s else None,
+                "mfu": mfu(tokens_per_s, flops_token, peak, peak_devices) if tokens_per_s else None,
                 "tokens_seen": tokens_seen,
             }
             if rt.is_xla:
                 record["xla_compiles"] = rt.compile_count()
             if cfg.eval_every and step % cfg.eval_every == 0 and val_batches:
-                val = evaluate(model, val_batches, rt)
+                with meter.paused():
+                    val = evaluate(model, val_batches, rt)
                 record["val_loss"], record["val_perplexity"] = val["loss"], val["perplexity"]
             if rt.is_main_process:
                 log.write(record)
@@ -273,14 +285,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     progress.set_postfix(loss=f"{loss_value:.3f}", lr=f"{record['lr']:.1e}")
                 else:
                     print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
-            window_start, window_steps = time.perf_counter(), 0
+            meter.reset()
         elif cfg.eval_every and step % cfg.eval_every == 0 and val_batches:
-            val = evaluate(model, val_batches, rt)
+            with meter.paused():
+                val = evaluate(model, val_batches, rt)
             if rt.is_main_process:
                 log.write({"step": step, "val_loss": val["loss"], "val_perplexity": val["perplexity"]})
 
         if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.max_steps:
-            last_checkpoint = save(step)
+            with meter.paused():
+                last_checkpoint = save(step)
     if progress is not None:
         progress.close()
     if last_checkpoint is None and rt.is_main_process:  # resumed a finished run
@@ -312,7 +326,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if cfg.fill_mask_example and val_rows:
             # The demonstration reloads the saved checkpoint on the CPU: it shows the export works too.
             trained = GenoLMForMaskedLM.from_pretrained(last_checkpoint)
-            trained.config.sparse_prediction = False
             sequence = tokenizer.decode_genome(val_rows[0]["input_ids"])[:600]
             say(fill_mask_example(trained, tokenizer, sequence))
     rt.end()

@@ -199,3 +199,19 @@ def test_info_command(tmp_path, tiny_mlm_dir, capsys):
     assert info["vocab_layout"] == "nt-v1" and info["context_tokens"] == 1024 and info["positions"] == "learned absolute"
     assert main(["info", str(tmp_path)]) == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_model_max_length_is_kept_both_ways(tmp_path):
+    """The source tokenizer's model_max_length (AgroNT ships 1024) survives esm-to-genolm and genolm-to-esm;
+    without one (here 1e30) both sides get the model's positions (1026 - 2 = 1024 for AgroNT)."""
+    from genolm.convert import esm_to_genolm
+
+    for declared, expected in ((1000, 1000), (int(1e30), 1024)):
+        source = tmp_path / f"agront-{declared}"
+        write_esm_checkpoint(source, "agront")
+        tokenizer_config = source / "tokenizer_config.json"
+        tokenizer_config.write_text(json.dumps({**json.loads(tokenizer_config.read_text()), "model_max_length": declared}))
+        esm_to_genolm(source, tmp_path / f"genolm-{declared}")
+        assert GenoLMTokenizer.from_pretrained(tmp_path / f"genolm-{declared}").model_max_length == expected
+        genolm_to_esm(tmp_path / f"genolm-{declared}", tmp_path / f"back-{declared}")
+        assert EsmTokenizer.from_pretrained(tmp_path / f"back-{declared}").model_max_length == expected

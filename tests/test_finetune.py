@@ -559,3 +559,29 @@ def test_finetune_vs_kmer_benchmark_smoke(shared_data, tmp_path):
     }
     assert expected <= set(result)
     assert result["test_windows_scored"] == len(pd.read_parquet(tmp_path / "task" / "test.parquet"))
+
+
+@pytest.mark.parametrize("method", ["lora", "ia3"])
+def test_peft_defaults_need_no_target_modules(method):
+    """``import genolm`` registers peft defaults for model type genolm: a bare peft config adapts the encoder's
+    layers (LoRA: query, key, value and the dense layers; IA3: key, value and ffn.down as feed-forward)."""
+    from peft import IA3Config, LoraConfig, get_peft_model
+
+    from genolm import GenoLMConfig, GenoLMForSequenceClassification
+
+    torch.manual_seed(0)
+    model = GenoLMForSequenceClassification(GenoLMConfig.from_preset("tiny", num_labels=2))
+    config = LoraConfig(task_type="SEQ_CLS") if method == "lora" else IA3Config(task_type="SEQ_CLS")
+    peft_model = get_peft_model(model, config)
+    marker = "lora_A" if method == "lora" else "ia3_l"
+    adapted = {n.split(f".{marker}")[0].removeprefix("base_model.model.") for n, _ in peft_model.named_parameters()
+               if marker in n}
+    expected = {"attention.query", "attention.key", "attention.value", "attention.output", "ffn.up", "ffn.down"}
+    if method == "ia3":
+        expected = {"attention.key", "attention.value", "ffn.down"}
+        assert set(peft_model.peft_config["default"].feedforward_modules) == {"down"}
+    layers = model.config.num_hidden_layers
+    assert adapted == {f"genolm.encoder.layers.{i}.{m}" for i in range(layers) for m in expected}
+    batch = torch.randint(6, 4100, (2, 12))
+    peft_model(input_ids=batch).logits.sum().backward()
+    assert all(p.grad is not None for n, p in peft_model.named_parameters() if marker in n)

@@ -109,8 +109,10 @@ def test_mlm_loss_sparse_dense_and_weighted(tokenizer):
     batch = _collator(tokenizer, max_tokens=64)([{"input_ids": r["input_ids"][:64]} for r in _rows(3, [512])])
     with torch.no_grad():
         dense = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
-        config.sparse_prediction = True
-        sparse = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        sparse = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
+            sparse_prediction=True,
+        )
     n = (batch["labels"] != IGNORE_INDEX).sum().item()
     assert sparse.logits.shape == (n, config.vocab_size)
     torch.testing.assert_close(sparse.loss, dense.loss, rtol=1e-5, atol=1e-5)

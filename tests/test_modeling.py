@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -151,8 +153,7 @@ def test_masked_lm_loss_and_sparse_prediction():
     with torch.no_grad():
         dense = model(**batch, labels=labels)
         manual = F.cross_entropy(dense.logits.view(-1, config.vocab_size), labels.view(-1), ignore_index=-100)
-        model.config.sparse_prediction = True
-        sparse = model(**batch, labels=labels)
+        sparse = model(**batch, labels=labels, sparse_prediction=True)
     torch.testing.assert_close(dense.loss, manual)
     assert sparse.logits.shape == (int((labels != -100).sum()), config.vocab_size)
     torch.testing.assert_close(sparse.loss, dense.loss, rtol=1e-6, atol=1e-6)
@@ -255,3 +256,83 @@ def test_trainer_runs_masked_lm(tmp_path, tiny_mlm_dir, tokenizer):
     result = trainer.train()
     assert result.global_step == 3
     assert torch.isfinite(torch.tensor(result.training_loss))
+
+
+def test_sparse_prediction_in_an_old_config_is_ignored(tmp_path):
+    """Checkpoints written before sparse prediction became a forward argument carry it in config.json; it must
+    not change what downstream ``model(input_ids, labels=...)`` returns, and is not written back."""
+    torch.manual_seed(0)
+    model = GenoLMForMaskedLM(tiny_config()).eval()
+    model.save_pretrained(tmp_path)
+    config_file = tmp_path / "config.json"
+    legacy = json.loads(config_file.read_text())
+    assert "sparse_prediction" not in legacy
+    config_file.write_text(json.dumps({**legacy, "sparse_prediction": True}))
+    reloaded = AutoModelForMaskedLM.from_pretrained(tmp_path).eval()
+    assert not hasattr(reloaded.config, "sparse_prediction")
+    batch = random_batch(reloaded.config)
+    labels = torch.full_like(batch["input_ids"], -100)
+    labels[:, 2:6] = batch["input_ids"][:, 2:6]
+    with torch.no_grad():
+        output = reloaded(**batch, labels=labels)
+    assert output.logits.shape == (*batch["input_ids"].shape, reloaded.config.vocab_size)
+    reloaded.save_pretrained(tmp_path / "again")
+    assert "sparse_prediction" not in json.loads((tmp_path / "again" / "config.json").read_text())
+
+
+def test_unknown_attention_implementation_raises():
+    model = GenoLMForMaskedLM(tiny_config()).eval()
+    batch = random_batch(model.config)
+    model.config._attn_implementation = "flash_attention_2"  # set behind transformers' own check
+    with pytest.raises(ValueError, match=r"attn_implementation='flash_attention_2'.*\['eager', 'sdpa'\]"):
+        model(**batch)
+
+
+def test_rotary_rotation_runs_in_fp32_under_bf16(monkeypatch):
+    """The rotary tables reach the rotation in fp32 and the rotation is computed in fp32, then cast."""
+    import genolm.modeling_genolm as modeling
+
+    seen = []
+    original = modeling.apply_rotary
+
+    def recording(x, cos, sin):
+        out = original(x, cos, sin)
+        seen.append((x, cos, sin, out))
+        return out
+
+    monkeypatch.setattr(modeling, "apply_rotary", recording)
+    torch.manual_seed(0)
+    model = GenoLMModel(GenoLMConfig(**TINY_V2)).to(torch.bfloat16).eval()
+    batch = random_batch(model.config, tokens=40)
+    with torch.no_grad():
+        model(**batch)
+    assert seen
+    for x, cos, sin, out in seen:
+        assert cos.dtype == sin.dtype == torch.float32 and x.dtype == out.dtype == torch.bfloat16
+        x32 = x.float()
+        expected = x32 * cos + torch.cat((-x32[..., x32.shape[-1] // 2 :], x32[..., : x32.shape[-1] // 2]), -1) * sin
+        torch.testing.assert_close(out, expected.to(torch.bfloat16), rtol=0, atol=0)
+    # Positions far from 0 are where a bf16 table is wrong: cos/sin of large angles lose their low bits.
+    position = torch.arange(40.0)[None]
+    cos, _ = model.rotary(position)
+    assert (cos - cos.to(torch.bfloat16).float()).abs().max() > 1e-3
+
+
+def test_feature_extraction_pipeline_truncates_to_the_model(tmp_path):
+    """A tokenizer saved with its model carries the model's limit, so a 12 kb sequence is cut to the positions
+    the model has instead of indexing past its position table."""
+    import random
+
+    from genolm import GenoLMTokenizer
+    from genolm.tokenization_genolm import fit_model_max_length
+
+    config = tiny_config(max_position_embeddings=130)
+    GenoLMForMaskedLM(config).save_pretrained(tmp_path)
+    tokenizer = fit_model_max_length(GenoLMTokenizer(), config.max_tokens)
+    assert tokenizer.model_max_length == config.max_tokens == 128
+    tokenizer.save_pretrained(tmp_path)
+    sequence = "".join(random.Random(0).choice("ACGT") for _ in range(12_000))
+    extractor = pipeline("feature-extraction", model=str(tmp_path))
+    features = extractor(sequence, truncation=True)
+    assert len(features[0]) == 128 and len(features[0][0]) == config.hidden_size
+    assert fit_model_max_length(GenoLMTokenizer(model_max_length=100), 128).model_max_length == 100

@@ -21,7 +21,7 @@ from genolm.training.config import (
     load_yaml,
     parse_config,
 )
-from genolm.training.metrics import read_log
+from genolm.training.metrics import THROUGHPUT_WARMUP_STEPS, read_log
 
 REPO = Path(__file__).resolve().parents[1]
 PRETRAIN_CONFIGS = ("quickstart", "debug", "agront-1b", "nt-v2-500m")  # the configs of recipes/pretrain.py
@@ -137,8 +137,21 @@ def test_debug_run_logs_and_checkpoints(tmp_path, capsys):
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
     for record in records:
         assert {"step", "loss", "lr", "grad_norm", "tokens_per_s", "mfu"} <= set(record)
-        assert record["loss"] > 0 and record["tokens_per_s"] > 0
+        assert record["loss"] > 0
+        # The first (compiling) steps are not measured; later windows are.
+        if record["step"] <= THROUGHPUT_WARMUP_STEPS:
+            assert record["tokens_per_s"] is None and record["mfu"] is None
+        else:
+            assert record["tokens_per_s"] > 0 and record["mfu"] > 0
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "checkpoints")] == ["step-00000003", "step-00000006"]
+    # The saved model is what downstream users load: no training-loop switch in its config, and a tokenizer
+    # that truncates to the model's positions.
+    from genolm import GenoLMConfig
+
+    step_dir = tmp_path / "checkpoints" / "step-00000006"
+    assert "sparse_prediction" not in json.loads((step_dir / "config.json").read_text())
+    tokenizer_config = json.loads((step_dir / "tokenizer_config.json").read_text())
+    assert tokenizer_config["model_max_length"] == GenoLMConfig.from_pretrained(step_dir).max_tokens
     assert summary["checkpoint"].endswith("step-00000006")
     assert summary["val_loss_before"] > 0 and summary["val_loss_after"] > 0
     out = capsys.readouterr().out
@@ -212,3 +225,119 @@ def test_flops_per_token_counts_the_model_matmuls(preset):
     assert flops_per_token(config, seq) == 3 * (2 * layer_weights + attention + 2 * head_weights)
     sparse = flops_per_token(config, seq, lm_head_fraction=0.15, training=False)
     assert sparse == pytest.approx(2 * layer_weights + attention + 0.3 * head_weights)
+
+
+@pytest.mark.parametrize("soft_mask_weight", [1.0, 0.5])
+def test_accumulated_step_loss_is_the_mean_over_all_masked_tokens(tmp_path, monkeypatch, soft_mask_weight):
+    """With gradient accumulation the logged (and differentiated) loss is the sum of the step's token losses over
+    its micro-batches divided by its masked tokens (their weights with soft-masking), not a mean of
+    micro-batch means."""
+    import torch.nn.functional as F
+
+    from genolm import GenoLMForMaskedLM
+
+    seen = []
+    forward = GenoLMForMaskedLM.forward
+
+    def recording(self, *args, **kwargs):
+        output = forward(self, *args, **kwargs)
+        if self.training:
+            seen.append((output.logits.detach().float(), kwargs))
+        return output
+
+    monkeypatch.setattr(GenoLMForMaskedLM, "forward", recording)
+    collated = []
+    from genolm.training import MLMCollator
+
+    call = MLMCollator.__call__
+
+    def keep(self, rows):
+        batch = call(self, rows)
+        collated.append(batch)
+        return batch
+
+    monkeypatch.setattr(MLMCollator, "__call__", keep)
+    _load_recipe().main(
+        _debug_args(tmp_path, "--max_steps", "1", "--gradient_accumulation_steps", "3", "--checkpoint_every", "0",
+                    "--soft_mask_weight", str(soft_mask_weight), "--eval_batches", "1")
+    )
+    logged = [r for r in read_log(tmp_path / "log.jsonl") if "loss" in r][0]["loss"]
+    assert len(seen) == 3
+    # The training batches are the collated ones whose masked ids the model saw, in order.
+    batches = [next(b for b in collated if torch.equal(b["input_ids"], kwargs["input_ids"])) for _, kwargs in seen]
+    total, weight, means = 0.0, 0.0, []
+    assert all(("loss_weights" in b) == (soft_mask_weight != 1.0) for b in batches)
+    for (logits, _), batch in zip(seen, batches):
+        labels = batch["labels"]
+        selected = labels != -100
+        token_weights = batch.get("loss_weights", torch.ones(labels.shape))[selected]
+        sparse_logits = logits if logits.dim() == 2 else logits[selected]
+        losses = F.cross_entropy(sparse_logits, labels[selected], reduction="none")
+        total += float((losses * token_weights).sum())
+        weight += float(token_weights.sum())
+        means.append(float((losses * token_weights).sum() / token_weights.sum()))
+    counts = [int((b["labels"] != -100).sum()) for b in batches]
+    assert len(set(counts)) > 1, counts  # micro-batches with different masked-token counts
+    assert logged == pytest.approx(total / weight, rel=1e-5)
+    assert abs(logged - sum(means) / 3) > 1e-6  # what averaging micro-batch means would have logged
+
+
+def test_throughput_meter_skips_warm_up_and_pauses():
+    from genolm.training.metrics import ThroughputMeter
+
+    now = [0.0]
+    meter = ThroughputMeter(warmup_steps=2, clock=lambda: now[0])
+    for seconds in (30.0, 5.0):  # compiling steps
+        now[0] += seconds
+        meter.step(1000)
+        assert meter.rate() is None
+    meter.reset()  # a log line during warm-up does not open a window early
+    now[0] += 1.0
+    meter.step(1000)
+    with meter.paused():  # evaluation / checkpoint
+        now[0] += 50.0
+    now[0] += 1.0
+    meter.step(1000)
+    assert meter.rate() == pytest.approx(2000 / 2.0)
+    meter.reset()
+    assert meter.rate() is None
+    now[0] += 4.0
+    meter.step(1000)
+    assert meter.rate() == pytest.approx(1000 / 4.0)
+
+
+@pytest.mark.parametrize(
+    "raw, kind, peak",
+    [
+        ("TPU v4", "tpu-v4", 275e12),
+        ("TPU v5 lite", "tpu-v5e", 197e12),
+        ("TPU v5e", "tpu-v5e", 197e12),
+        ("TPU v5", "tpu-v5p", 459e12),  # PJRT's name for v5p
+        ("TPU v5p", "tpu-v5p", 459e12),
+        ("TPU v6 lite", "tpu-v6e", 918e12),
+        ("TPU v6e", "tpu-v6e", 918e12),
+        ("v5litepod-16", "tpu-v5e", 197e12),
+        ("v5p-128", "tpu-v5p", 459e12),
+        ("v6e-8", "tpu-v6e", 918e12),
+        ("v5litepod", "tpu-v5e", 197e12),
+        ("v4", "tpu-v4", 275e12),
+        ("v5", None, None),
+        ("NVIDIA A100-SXM4-80GB", "a100", 312e12),
+        ("NVIDIA H100 80GB HBM3", "h100-sxm", 989e12),
+        ("NVIDIA H100 PCIe", "h100-pcie", 756e12),
+        ("NVIDIA H200", "h200", 989e12),
+        ("NVIDIA GH200 480GB", "gh200", 989e12),
+        ("NVIDIA B200", "b200", 2250e12),
+        ("NVIDIA L4", "l4", 121e12),
+        ("NVIDIA L40S", "l40s", 362e12),
+        ("tpu-v5e", "tpu-v5e", 197e12),
+        ("tpu-v5", None, None),  # a generation number alone: v5e or v5p
+        ("Tesla T4", None, None),
+        (None, None, None),
+    ],
+)
+def test_device_kind_maps_runtime_names_to_the_peak_table(raw, kind, peak):
+    from genolm.training.flops import device_kind, peak_flops
+
+    assert device_kind(raw) == kind
+    assert (peak_flops(kind) if kind else None) == peak

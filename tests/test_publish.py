@@ -159,3 +159,14 @@ def test_publish_reads_a_pretraining_run(tiny_mlm_dir, tmp_path):
     assert yaml.safe_load((out / "training_config.yaml").read_text()) == {"lr": 0.001, "sources": []}
     assert "| validation.perplexity | 2981 |" in readme and "| `run: tokens_seen` | `5120` |" in readme
     assert _front_matter(readme)["metrics"] == ["loss", "perplexity"]
+
+
+@pytest.mark.parametrize("output_format", ["genolm", "esm"])
+def test_published_tokenizer_carries_the_model_limit(run_dir, tmp_path, output_format):
+    """The checkpoint's tokenizer has no limit (1e30); the published one truncates to the model's positions."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(run_dir).model_max_length > 1e29
+    out = publish(run_dir, tmp_path / "hub", output_format=output_format)
+    config = AutoConfig.from_pretrained(out)
+    assert AutoTokenizer.from_pretrained(out).model_max_length == config.max_position_embeddings - 2 == 1024

@@ -10,6 +10,9 @@ genolm layer modules are named ``genolm.encoder.layers.N.attention.{query,key,va
   the feed-forward target is ``ffn.down`` (its input is the activation after GELU / SwiGLU); ``feedforward_modules``
   must be a subset of ``target_modules``.
 
+The same defaults are registered with peft for model type ``genolm`` (:func:`register_peft_defaults`, run by
+``import genolm``), so a bare ``LoraConfig(task_type="SEQ_CLS")`` or ``IA3Config()`` needs no module names.
+
 The task head is trained in full (peft's ``modules_to_save``). :func:`merge_adapters` folds the adapters into
 the weights and checks that outputs did not change, so the result saves as a plain genolm checkpoint.
 """
@@ -39,6 +42,25 @@ HEAD_MODULES = {
 }
 # Largest output change accepted when merging adapters into the weights (fp32 rounding only).
 MERGE_TOLERANCE = 1e-4
+
+
+def register_peft_defaults() -> bool:
+    """Register genolm's default target modules with ``peft`` for model type ``genolm``, so that
+    ``get_peft_model(model, LoraConfig(task_type="SEQ_CLS"))`` works without ``target_modules``: LoRA on
+    query, key, value and the dense layers (attention output, both feed-forward projections); IA3 on key,
+    value and ``ffn.down`` (its feed-forward module, as AgroNT used it).
+
+    Uses peft's public model-type mappings; called by ``import genolm``. Returns False when peft is not
+    installed.
+    """
+    try:
+        from peft.utils import constants
+    except ImportError:
+        return False
+    constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.setdefault("genolm", DEFAULT_TARGET_MODULES["lora"])
+    constants.TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING.setdefault("genolm", DEFAULT_TARGET_MODULES["ia3"])
+    constants.TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING.setdefault("genolm", DEFAULT_FEEDFORWARD_MODULES)
+    return True
 
 
 def peft_config(
@@ -140,4 +162,5 @@ __all__ = [
     "count_parameters",
     "merge_adapters",
     "peft_config",
+    "register_peft_defaults",
 ]

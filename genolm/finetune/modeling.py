@@ -14,7 +14,7 @@ from ..modeling_genolm import (
     GenoLMForTokenClassification,
     GenoLMPreTrainedModel,
 )
-from ..tokenization_genolm import GenoLMTokenizer
+from ..tokenization_genolm import GenoLMTokenizer, fit_model_max_length
 from .data import LabelSpec
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def load_tokenizer(tokenizer: str | None, checkpoint: Path | None, config: GenoL
             f"tokenizer ({loaded.vocab_layout}, k={loaded.k}) does not match the model "
             f"({config.vocab_layout}, k={config.k})"
         )
-    return loaded
+    return fit_model_max_length(loaded, config.max_tokens)
 
 
 def head_overrides(task: str, spec: LabelSpec, **options: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ Training costs three forward passes (forward + backward, which is twice the forw
 
 from __future__ import annotations
 
+import re
 import time
 
 import torch
@@ -22,17 +23,26 @@ import torch
 # Dense bf16 peak FLOP/s per chip (TPU) or per GPU. Sources:
 # - TPU v4: 275 TFLOPs bf16 per chip, Google Cloud TPU v4 documentation (cloud.google.com/tpu/docs/v4).
 # - TPU v5e: 197 TFLOPs, v5p: 459 TFLOPs bf16 per chip (cloud.google.com/tpu/docs/v5e, /v5p).
+# - TPU v6e (Trillium): 918 TFLOPs bf16 per chip (cloud.google.com/tpu/docs/v6e).
 # - A100: 312 TFLOPS bf16 Tensor Core, dense (NVIDIA A100 Tensor Core GPU datasheet).
 # - H100 SXM: 989 TFLOPS bf16 dense (the datasheet's 1,979 is with 2:4 sparsity); H100 PCIe: 756
-#   (NVIDIA H100 Tensor Core GPU datasheet). H200 has the H100 SXM compute: 989 (NVIDIA H200 datasheet).
+#   (NVIDIA H100 Tensor Core GPU datasheet). H200 and GH200 have the H100 SXM compute: 989 (NVIDIA H200 and
+#   GH200 datasheets).
+# - B200: 2,250 TFLOPS bf16 dense (NVIDIA HGX B200: 18 PFLOPS sparse over 8 GPUs, half of it dense).
+# - L4: 121 TFLOPS bf16 dense (242 with sparsity); L40S: 362 (733 with sparsity) (NVIDIA datasheets).
 PEAK_FLOPS: dict[str, float] = {
     "tpu-v4": 275e12,
     "tpu-v5e": 197e12,
     "tpu-v5p": 459e12,
+    "tpu-v6e": 918e12,
     "a100": 312e12,
     "h100-sxm": 989e12,
     "h100-pcie": 756e12,
     "h200": 989e12,
+    "gh200": 989e12,
+    "b200": 2250e12,
+    "l4": 121e12,
+    "l40s": 362e12,
 }
 
 _measured_cpu_peak: float | None = None
@@ -87,16 +97,45 @@ def peak_flops(device_kind: str) -> float | None:
     return PEAK_FLOPS.get(device_kind)
 
 
-def gpu_kind(name: str) -> str | None:
-    """Table key for a CUDA device name (``torch.cuda.get_device_name()``), e.g. "NVIDIA H100 80GB HBM3"."""
-    name = name.upper()
-    if "H200" in name:
-        return "h200"
-    if "H100" in name:
-        return "h100-pcie" if "PCIE" in name else "h100-sxm"
-    if "A100" in name:
-        return "a100"
+def device_kind(raw_name: str | None) -> str | None:
+    """Key of ``PEAK_FLOPS`` (or ``"cpu"``) for a device name as the runtimes report it; None when unknown.
+
+    Accepts CUDA names (``torch.cuda.get_device_name()``: "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"),
+    PJRT TPU device kinds (torch-xla's ``xla_device_kind()``, JAX's ``device_kind``: "TPU v4", "TPU v5 lite"
+    (v5e), "TPU v5" (v5p), "TPU v6 lite" (v6e), and the spelled-out "TPU v5e" / "TPU v5p" / "TPU v6e"),
+    Cloud TPU accelerator types ("v4-8", "v5litepod-16", "v5p-128", "v6e-8", or torch-xla's ``get_tpu_type()``
+    form "v5litepod", "v6e"), table keys and "cpu". A generation number alone ("tpu-v5", "v5") does not tell
+    v5e from v5p (2.3x apart) and gives None.
+    """
+    if not raw_name:
+        return None
+    name = raw_name.strip().lower()
+    if name == "cpu" or name in PEAK_FLOPS:
+        return name
+    tpu = re.fullmatch(r"tpu\s*v(\d+)\s*(lite|e|p)?", name) or re.fullmatch(r"v(\d+)(litepod|lite|e|p)?(?:-\d+)?", name)
+    if tpu:
+        version, variant = tpu.group(1), tpu.group(2)
+        if variant is None:
+            # PJRT names v4 "TPU v4" and v5p "TPU v5"; accelerator types are "v4-8" and "v5p-8".
+            key = {"4": "tpu-v4", "5": "tpu-v5p"}.get(version) if name.startswith("tpu") else f"tpu-v{version}"
+        elif variant in ("lite", "litepod", "e"):
+            key = f"tpu-v{version}e"
+        else:
+            key = f"tpu-v{version}p"
+        return key if key in PEAK_FLOPS else None
+    for marker, key in (("gh200", "gh200"), ("h200", "h200"), ("a100", "a100"), ("b200", "b200"), ("l40s", "l40s")):
+        if marker in name:
+            return key
+    if "h100" in name:
+        return "h100-pcie" if "pcie" in name else "h100-sxm"
+    if re.search(r"\bl4\b", name):
+        return "l4"
     return None
+
+
+def gpu_kind(name: str) -> str | None:
+    """Table key for a CUDA device name (``torch.cuda.get_device_name()``); see :func:`device_kind`."""
+    return device_kind(name)
 
 
 def mfu(tokens_per_s: float, flops_token: float, peak_per_device: float | None, num_devices: int) -> float | None:
@@ -106,4 +145,4 @@ def mfu(tokens_per_s: float, flops_token: float, peak_per_device: float | None, 
     return tokens_per_s * flops_token / (peak_per_device * num_devices)
 
 
-__all__ = ["PEAK_FLOPS", "flops_per_token", "gpu_kind", "measure_cpu_peak_flops", "mfu", "peak_flops"]
+__all__ = ["PEAK_FLOPS", "device_kind", "flops_per_token", "gpu_kind", "measure_cpu_peak_flops", "mfu", "peak_flops"]

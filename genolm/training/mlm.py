@@ -157,6 +157,36 @@ class MLMCollator:
         return batch
 
 
+def mlm_loss_weight(labels: torch.Tensor, loss_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The denominator of :func:`mlm_loss`: the number of labelled positions, or the sum of their weights
+    (an fp32 scalar). Summed over a step's micro-batches and processes, it makes the step's loss the mean over
+    all its labelled tokens (torchtitan's ``train_step``)."""
+    selected = labels != IGNORE_INDEX
+    if loss_weights is None:
+        return selected.sum().float()
+    return (loss_weights.float() * selected).sum()
+
+
+def mlm_loss_sum(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    loss_weights: torch.Tensor | None = None,
+    sparse: bool = False,
+) -> torch.Tensor:
+    """The numerator of :func:`mlm_loss`: the (weighted) sum of the fp32 cross-entropies at labelled
+    positions. Arguments as for :func:`mlm_loss`."""
+    selected = labels != IGNORE_INDEX
+    if sparse:
+        targets = labels[selected]
+        weights = loss_weights[selected] if loss_weights is not None else None
+    else:
+        targets = labels.reshape(-1)
+        logits = logits.reshape(-1, logits.shape[-1])
+        weights = loss_weights.reshape(-1) * selected.reshape(-1) if loss_weights is not None else None
+    ce = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="none")
+    return ce.sum() if weights is None else (ce * weights.float()).sum()
+
+
 def mlm_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -173,22 +203,11 @@ def mlm_loss(
         sparse: whether ``logits`` are the sparse (n_labelled, vocab) form.
 
     Returns:
-        A scalar: ``sum(w * ce) / sum(w)`` over labelled positions (the plain mean when unweighted).
+        A scalar: ``sum(w * ce) / sum(w)`` over labelled positions (the plain mean when unweighted); 0 for a
+        batch without labelled positions (the clamp keeps it from being NaN).
     """
-    selected = labels != IGNORE_INDEX
-    if sparse:
-        targets = labels[selected]
-        weights = loss_weights[selected] if loss_weights is not None else None
-    else:
-        targets = labels.reshape(-1)
-        logits = logits.reshape(-1, logits.shape[-1])
-        weights = loss_weights.reshape(-1) * selected.reshape(-1) if loss_weights is not None else None
-    ce = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="none")
-    if weights is None:
-        # Mean over labelled positions; clamp keeps an all-unlabelled batch at 0 instead of NaN.
-        return ce.sum() / (targets != IGNORE_INDEX).sum().clamp(min=1)
-    weights = weights.float()
-    return (ce * weights).sum() / weights.sum().clamp(min=1e-6)
+    total = mlm_loss_sum(logits, labels, loss_weights, sparse)
+    return total / mlm_loss_weight(labels, loss_weights).clamp(min=1e-6)
 
 
-__all__ = ["IGNORE_INDEX", "MLMCollator", "mlm_loss"]
+__all__ = ["IGNORE_INDEX", "MLMCollator", "mlm_loss", "mlm_loss_sum", "mlm_loss_weight"]
