@@ -28,13 +28,13 @@ from tqdm.auto import tqdm
 
 from .configuration_genolm import GenoLMConfig
 from .modeling_genolm import GenoLMModel
+from .parallel.devices import resolve_device, resolve_dtype
 from .tokenization_genolm import GenoLMTokenizer
 
 logger = logging.getLogger(__name__)
 
 POOLING = ("mean", "cls", "none")
 OUTPUT_SUFFIXES = (".parquet", ".npy", ".npz")
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def load_encoder(
@@ -50,7 +50,8 @@ def load_encoder(
     import genolm
     from genolm.finetune.modeling import resolve_checkpoint
 
-    torch_dtype = _DTYPES[dtype] if isinstance(dtype, str) else dtype
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
     with tempfile.TemporaryDirectory(prefix="genolm-embed-") as work:
         path = resolve_checkpoint(str(checkpoint), work)
         if path is None:
@@ -61,7 +62,6 @@ def load_encoder(
         model_class = getattr(genolm, architecture, GenoLMModel)
         model = model_class.from_pretrained(path, dtype=torch_dtype).base_model
         tokenizer = GenoLMTokenizer.from_pretrained(path)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval(), tokenizer
 
 

@@ -9,7 +9,8 @@
 Settings come from the typed ``PretrainConfig`` (``genolm/training/config.py``; ``--help`` lists them): its
 defaults, then the ``--config`` YAML, then ``--<key> VALUE`` overrides. The script reads top to bottom:
 config, distribution, model, data, optimizer, resume, loop, final report. Distribution lives in
-``genolm/parallel.py``; the loop below is the same for CPU, GPUs (DDP / FSDP2) and TPU (SPMD FSDPv2).
+``genolm/parallel/`` (one runtime class per backend); the loop below is the same for CPU, GPUs (DDP /
+FSDP2) and TPU (SPMD FSDPv2).
 
 Each logging step appends one JSON line to ``OUTPUT_DIR/log.jsonl``. Checkpoints (Hugging Face model +
 tokenizer + optimizer/scheduler/RNG/data state) go to ``OUTPUT_DIR/checkpoints/step-*``; ``--resume``
@@ -52,20 +53,7 @@ from genolm.training import (
     set_rng_state,
 )
 from genolm.training.data import build_datasets, take
-
-
-def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.AdamW:
-    """AdamW; no weight decay on biases, LayerNorm weights and embeddings (one-dimensional or embedding)."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if param.dim() < 2 or "embeddings" in name else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
+from genolm.training.optim import build_optimizer
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -101,8 +89,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         model = GenoLMForMaskedLM(model_config)
     model_config = model.config
     # Projecting only the masked ~15 % of positions saves most of the LM head, but its shape depends on
-    # the data, which XLA would recompile for at every step: off under XLA.
-    sparse = (not rt.is_xla) if cfg.sparse_prediction == "auto" else bool(cfg.sparse_prediction)
+    # the data, which XLA would recompile for at every step: the runtime says whether it is allowed.
+    sparse = rt.sparse_lm_head if cfg.sparse_prediction == "auto" else bool(cfg.sparse_prediction)
     model_config.sparse_prediction = sparse
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -141,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # ---------------------------------------------------------------------------------------------
     # distribution, optimizer, schedule
     # ---------------------------------------------------------------------------------------------
-    model, optimizer = rt.prepare(model, lambda m: make_optimizer(m, cfg))
+    betas = (cfg.adam_beta1, cfg.adam_beta2)
+    model, optimizer = rt.prepare(model, lambda m: build_optimizer(m, cfg.lr, cfg.weight_decay, betas, cfg.adam_eps))
     scheduler = build_scheduler(
         optimizer, cfg.lr, warmup_steps=cfg.warmup_steps, init_lr=cfg.init_lr, decay=cfg.decay,
         max_steps=cfg.max_steps, min_lr=cfg.min_lr,
@@ -172,10 +161,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"accumulation = {tokens_per_step:,} tokens/step | {cfg.max_steps} steps | "
         f"{flops_token / 1e6:.1f} MFLOPs/token | output {out_dir}"
     )
-    if rt.is_xla:
-        sharding = rt.sharding_summary(model)
-        n_sharded = sum(spec != "replicated" for spec in sharding.values())
-        say(f"XLA SPMD mesh {tuple(rt.mesh.mesh_shape)} {rt.mesh.axis_names}: {n_sharded}/{len(sharding)} parameters sharded")
+    sharding = rt.sharding_summary(model)  # empty when parameters are not sharded
+    if sharding:
+        say(rt.describe_sharding(sharding))
         if rt.is_main_process:
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "sharding.json").write_text(json.dumps(sharding, indent=1))
@@ -261,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "mfu": mfu(tokens_per_s, flops_token, peak, peak_devices),
                 "tokens_seen": tokens_seen,
             }
-            if rt.is_xla:
+            if rt.compile_count() is not None:  # graph compilers (XLA): recompilations show here
                 record["xla_compiles"] = rt.compile_count()
             if cfg.eval_every and step % cfg.eval_every == 0 and val_batches:
                 val = evaluate(model, val_batches, rt)
