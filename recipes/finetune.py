@@ -207,6 +207,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     passes = 3 if cfg.peft == "none" else 2
     device = rt.device
     peak = peak_flops(rt.device_kind) if rt.device_kind else None
+    peak_devices = 1 if rt.device_kind == "cpu" else rt.local_devices  # virtual XLA CPU devices share one CPU
     say(
         f"{max_steps} steps of {cfg.batch_size} x {accum} x {rt.num_devices} sequences, "
         f"lr {cfg.lr} ({cfg.decay}), validation every {cfg.eval_every} steps on {metric_name}, "
@@ -264,8 +265,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
             steps_in_window = (step - 1) % cfg.log_every + 1
             # host sync: the loss and token counts accumulated on the device since the last log line
             loss_value = rt.reduce_mean(window_loss).item() / steps_in_window
-            tokens_per_s = window_tokens.item() / elapsed
-            mfu = window_flops / elapsed / peak if peak else None
+            tokens_per_s = window_tokens.item() / elapsed / rt.local_devices  # this process feeds local_devices
+            mfu = window_flops / elapsed / (peak * peak_devices) if peak else None
             if is_main:
                 record = {
                     "step": step,
@@ -275,6 +276,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
                 }
                 if mfu is not None:
                     record["mfu"] = mfu
+                if rt.compile_count() is not None:  # graph compilers (XLA): recompilations show here
+                    record["xla_compiles"] = rt.compile_count()
                 log.write(record)
                 rt.log(record, step)
             say(

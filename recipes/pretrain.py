@@ -168,7 +168,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "sharding.json").write_text(json.dumps(sharding, indent=1))
 
-    log = JsonlLogger(out_dir / "log.jsonl", resume_step=step if resume_from is not None else None)
+    # The main process alone owns the log (on resume it rewrites the file).
+    log = JsonlLogger(out_dir / "log.jsonl", resume_step=step if resume_from is not None else None) if rt.is_main_process else None
     rt.init_trackers(cfg.run_name, cfg.to_dict())
 
     if val_before is None and val_batches:
