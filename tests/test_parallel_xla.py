@@ -1,7 +1,8 @@
 """torch-xla SPMD FSDPv2 on 4 virtual CPU devices (run in the XLA environment: tests/run_xla_stage.sh).
 
 Checks: parameters sharded over the 4 devices, the loss falls, no graph compilation after step 2, the
-consolidated export reloads on the CPU with the same logits, and CPU runs are not taken over by torch-xla.
+consolidated export reloads on the CPU with the same logits, fine-tuning under the same runtime saves a model
+that reproduces its predictions on the CPU, and CPU runs are not taken over by torch-xla.
 """
 
 from __future__ import annotations
