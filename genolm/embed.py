@@ -31,6 +31,7 @@ from .configuration_genolm import GenoLMConfig
 from .errors import ConfigError, InputDataError, OutputPathError
 from .genome import read_records
 from .modeling_genolm import GenoLMModel
+from .parallel.devices import resolve_device, resolve_dtype
 from .tokenization_genolm import GenoLMTokenizer
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,6 @@ def load_encoder(
 
     import genolm
     from genolm.finetune.modeling import resolve_checkpoint
-    from genolm.inference.scoring import resolve_device, resolve_dtype
 
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)

@@ -19,13 +19,16 @@ stopping, then the best weights are restored, scored on validation and test, and
     model/                               best weights as a plain checkpoint + tokenizer (PEFT: merged)
     adapter/                             PEFT only: the best adapter (peft format) + tokenizer
 
-Distribution: one process, or data parallel under ``accelerate launch`` (DDP); validation outputs are
-gathered from every process.
+Distribution: the runtime of ``recipes/pretrain.py`` (``genolm.parallel``; ``--parallel``): one process, data
+parallel (DDP) or FSDP2 under ``torchrun`` / ``accelerate launch``, or torch-xla SPMD FSDPv2 on TPUs (batches
+padded to ``max_length``); validation outputs are gathered from every process.
+
+    torchrun --nproc_per_node 8 recipes/finetune.py --config CONFIG --parallel fsdp
+    PJRT_DEVICE=TPU python recipes/finetune.py --config CONFIG --parallel xla_fsdp
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import sys
@@ -33,10 +36,10 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
-from torch.utils.data import DataLoader
 
+from genolm import parallel
+from genolm.errors import ConfigError
 from genolm.finetune import (
     Collator,
     EncodedDataset,
@@ -59,34 +62,28 @@ from genolm.finetune import (
 )
 from genolm.finetune.metrics import json_safe
 from genolm.recipe_config import config_from_args, save_yaml
-from genolm.training.flops import flops_per_token, gpu_kind, peak_flops
+from genolm.training.flops import flops_per_token, peak_flops
 from genolm.training.metrics import JsonlLogger
+from genolm.training.optim import build_optimizer
 from genolm.training.schedule import build_scheduler
 
 
 def finetune(cfg: FinetuneConfig) -> dict:
     """Run the recipe; returns what ``metrics.json`` holds."""
     # -- runtime --------------------------------------------------------------------------------------------
-    mixed_precision = cfg.mixed_precision
-    if mixed_precision == "auto":
-        mixed_precision = "bf16" if torch.cuda.is_available() else "no"
-    log_with = {"none": None, "all": ["tensorboard", "wandb"]}.get(cfg.report_to, [cfg.report_to])
     out = Path(cfg.output_dir)
-    # cpu=True without a GPU: Accelerate then sets up multi-process CPU runs (gloo) under torchrun / launch
-    accelerator = Accelerator(
-        mixed_precision=mixed_precision, log_with=log_with, project_dir=str(out), cpu=not torch.cuda.is_available()
-    )
-    is_main = accelerator.is_main_process
+    backend = parallel.resolve_backend(cfg.parallel)
+    rt = parallel.setup(backend, cfg.mixed_precision, project_dir=str(out), report_to=cfg.report_to)
+    is_main, say = rt.is_main_process, rt.print
     set_seed(cfg.seed)
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, out / "config.yaml")
     log = JsonlLogger(out / "log.jsonl") if is_main else None
-    if log_with and is_main:
-        accelerator.init_trackers("genolm-finetune", config={k: str(v) for k, v in vars(cfg).items()})
+    rt.init_trackers("genolm-finetune", {k: str(v) for k, v in vars(cfg).items()})
 
     # -- tokenizer, context and data ------------------------------------------------------------------------
-    with accelerator.main_process_first():  # download / convert once
+    with rt.main_process_first():  # download / convert once
         checkpoint = resolve_checkpoint(cfg.model, out)
     base_config = load_base_config(checkpoint, cfg.model)
     tokenizer = load_tokenizer(cfg.tokenizer, checkpoint, base_config)
@@ -127,15 +124,19 @@ def finetune(cfg: FinetuneConfig) -> dict:
         for name, r in records.items()
     }
     for name, split in splits.items():
-        accelerator.print(
+        say(
             f"{name}: {split.n_records} records -> {len(split)} inputs, {split.n_tokens} tokens "
             f"(longest {split.longest_tokens}, max_length {max_length}, {split.n_truncated} truncated)"
         )
-    accelerator.print(
+    say(
         f"task {cfg.task}: {spec.num_labels} {'outputs' if cfg.task in ('regression', 'multilabel') else 'classes'}"
     )
 
     # -- model and adapters ---------------------------------------------------------------------------------
+    if cfg.peft != "none" and rt.shards_parameters:
+        raise ConfigError(
+            f"peft={cfg.peft} with parallel={rt.backend}: adapters are trained unsharded; use parallel ddp or none"
+        )
     model = build_model(
         cfg.task, spec, checkpoint, cfg.model, cfg.pooling, cfg.per_nucleotide, cfg.classifier_dropout
     )
@@ -153,46 +154,42 @@ def finetune(cfg: FinetuneConfig) -> dict:
             ),
         )
     trainable, total = count_parameters(model)
-    accelerator.print(f"model {cfg.model} ({cfg.peft}): {trainable:,} trainable of {total:,} parameters")
+    say(f"model {cfg.model} ({cfg.peft}): {trainable:,} trainable of {total:,} parameters")
 
     # -- optimizer, data loaders, schedule ------------------------------------------------------------------
-    decay, no_decay = [], []
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            (no_decay if parameter.ndim < 2 else decay).append(parameter)  # biases, LayerNorms, IA3 vectors
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=(cfg.adam_beta1, cfg.adam_beta2),
-        eps=cfg.adam_eps,
-    )
-    collator = Collator(tokenizer.pad_token_id)
+    betas = (cfg.adam_beta1, cfg.adam_beta2)
+    model, optimizer = rt.prepare(model, lambda m: build_optimizer(m, cfg.lr, cfg.weight_decay, betas, cfg.adam_eps))
+    # Batches on the device, each process its share; with static shapes (XLA) every batch is max_length long.
+    collator = Collator(tokenizer.pad_token_id, pad_to_multiple_of=max_length if rt.static_shapes else None)
     generator = torch.Generator().manual_seed(cfg.seed)
-    train_loader = DataLoader(
+    train_loader = rt.data_loader(
         EncodedDataset(splits["train"]),
-        batch_size=cfg.batch_size,
-        shuffle=True,
+        cfg.batch_size,
+        collator,
+        train=True,
         generator=generator,
-        collate_fn=collator,
         num_workers=cfg.num_workers,
     )
+    if len(train_loader) == 0:
+        raise ConfigError(
+            f"{len(splits['train'])} training inputs make no full batch of batch_size={cfg.batch_size} "
+            f"x {rt.local_devices} devices"
+        )
     eval_loaders = {
-        name: DataLoader(
+        name: rt.data_loader(
             EncodedDataset(split, with_window=True),
-            batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
-            collate_fn=collator,
+            cfg.eval_batch_size or 2 * cfg.batch_size,
+            collator,
             num_workers=cfg.num_workers,
         )
         for name, split in splits.items()
         if name != "train"
     }
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
-    eval_loaders = {name: accelerator.prepare(loader) for name, loader in eval_loaders.items()}
     accum = cfg.gradient_accumulation_steps
     max_steps = cfg.max_steps
     if cfg.epochs is not None:
         max_steps = max(1, math.ceil(cfg.epochs * len(train_loader) / accum))
-    # Stepped once per optimizer step by hand (Accelerate's scheduler wrapper would step once per process).
+    # Stepped once per optimizer step.
     scheduler = build_scheduler(
         optimizer,
         cfg.lr,
@@ -208,18 +205,18 @@ def finetune(cfg: FinetuneConfig) -> dict:
     # Throughput: model FLOPs of the encoder (no LM head); adapters skip the frozen weights' gradients, so a
     # PEFT step is ~2 forward passes instead of 3 (PaLM appendix B accounting, see genolm.training.flops).
     passes = 3 if cfg.peft == "none" else 2
-    device = accelerator.device
-    device_kind = gpu_kind(torch.cuda.get_device_name(device)) if device.type == "cuda" else "cpu"
-    peak = peak_flops(device_kind) if device_kind else None
-    accelerator.print(
-        f"{max_steps} steps of {cfg.batch_size} x {accum} x {accelerator.num_processes} sequences, "
+    device = rt.device
+    peak = peak_flops(rt.device_kind) if rt.device_kind else None
+    peak_devices = 1 if rt.device_kind == "cpu" else rt.local_devices  # virtual XLA CPU devices share one CPU
+    say(
+        f"{max_steps} steps of {cfg.batch_size} x {accum} x {rt.num_devices} sequences, "
         f"lr {cfg.lr} ({cfg.decay}), validation every {cfg.eval_every} steps on {metric_name}, "
-        f"{mixed_precision} on {device}"
+        f"{rt.mixed_precision} on {rt.num_devices} x {rt.device_kind or device.type} (backend {rt.backend})"
     )
 
     # -- training loop --------------------------------------------------------------------------------------
     def evaluate(name: str) -> tuple[dict, object]:
-        outputs = predict(model, eval_loaders[name], splits[name], cfg.task, accelerator)
+        outputs = predict(model, eval_loaders[name], splits[name], cfg.task, rt)
         return score(splits[name], spec, outputs, cfg.window_pooling)
 
     def summary(metrics: dict) -> str:
@@ -232,13 +229,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
             return True
         return value > best + cfg.min_delta if greater_is_better else value < best - cfg.min_delta
 
-    def trainable_state() -> dict[str, torch.Tensor]:
-        unwrapped = accelerator.unwrap_model(model)
-        return {
-            n: p.detach().to("cpu", copy=True) for n, p in unwrapped.named_parameters() if p.requires_grad
-        }
-
-    best_value, best_step, best_state, waited, stopped_early = None, 0, trainable_state(), 0, False
+    best_value, best_step, best_state, waited, stopped_early = None, 0, rt.trainable_state(model), 0, False
     best_validation = None  # (metrics, predictions) of the best step
     model.train()
     batches = iter(train_loader)
@@ -253,33 +244,29 @@ def finetune(cfg: FinetuneConfig) -> dict:
             except StopIteration:  # next epoch (a new shuffle)
                 batches = iter(train_loader)
                 batch = next(batches)
-            sync = micro == accum - 1
-            context = (
-                accelerator.no_sync(model)
-                if not sync and accelerator.num_processes > 1
-                else contextlib.nullcontext()
-            )
-            with context:
-                loss = model(**batch).loss / accum
-                accelerator.backward(loss)
+            with rt.no_sync(model, sync=micro == accum - 1):  # gradients reduced at the last micro-batch
+                with rt.autocast():
+                    loss = model(**batch).loss / accum
+                rt.backward(loss)
             window_loss += loss.detach()
             window_tokens += batch["attention_mask"].sum()
             rows, length = batch["input_ids"].shape
             window_flops += passes * rows * length * flops_per_token(base_config, length, 0.0, training=False)
         if cfg.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            rt.clip_grad_norm(model, cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        rt.step_end()  # XLA: the step's graph is cut and executed here
         step += 1
 
         if step % cfg.log_every == 0 or step == max_steps:
             elapsed = time.perf_counter() - window_start
             steps_in_window = (step - 1) % cfg.log_every + 1
             # host sync: the loss and token counts accumulated on the device since the last log line
-            loss_value = accelerator.reduce(window_loss, "mean").item() / steps_in_window
-            tokens_per_s = window_tokens.item() / elapsed
-            mfu = window_flops / elapsed / peak if peak else None
+            loss_value = rt.reduce_mean(window_loss).item() / steps_in_window
+            tokens_per_s = window_tokens.item() / elapsed / rt.local_devices  # this process feeds local_devices
+            mfu = window_flops / elapsed / (peak * peak_devices) if peak else None
             if is_main:
                 record = {
                     "step": step,
@@ -289,9 +276,11 @@ def finetune(cfg: FinetuneConfig) -> dict:
                 }
                 if mfu is not None:
                     record["mfu"] = mfu
+                if rt.compile_count() is not None:  # graph compilers (XLA): recompilations show here
+                    record["xla_compiles"] = rt.compile_count()
                 log.write(record)
-                accelerator.log(record, step=step)
-            accelerator.print(
+                rt.log(record, step)
+            say(
                 f"step {step}/{max_steps}: loss {loss_value:.4f}, lr {scheduler.get_last_lr()[0]:.3g}, "
                 f"{tokens_per_s:,.0f} tokens/s/device" + (f", MFU {mfu:.2%}" if mfu is not None else "")
             )
@@ -305,19 +294,19 @@ def finetune(cfg: FinetuneConfig) -> dict:
                 log.write(
                     {"step": step, **{f"val/{k}": v for k, v in metrics.items() if not isinstance(v, dict)}}
                 )
-            accelerator.print(f"step {step}: validation {summary(metrics)}")
+            say(f"step {step}: validation {summary(metrics)}")
             if metric_name not in metrics:
                 raise ValueError(
                     f"metric_for_best={metric_name!r} is not one of the {cfg.task} metrics: {sorted(metrics)}"
                 )
             value = metrics[metric_name]
             if better(value, best_value):
-                best_value, best_step, best_state, waited = value, step, trainable_state(), 0
+                best_value, best_step, best_state, waited = value, step, rt.trainable_state(model), 0
                 best_validation = (metrics, table)
             else:
                 waited += 1
                 if cfg.patience and waited >= cfg.patience:
-                    accelerator.print(
+                    say(
                         f"early stop at step {step}: no {metric_name} gain in {waited} validations"
                     )
                     stopped_early = True
@@ -325,11 +314,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     train_seconds = time.perf_counter() - started
 
     # -- best checkpoint: restore, score, save --------------------------------------------------------------
-    unwrapped = accelerator.unwrap_model(model)
-    parameters = dict(unwrapped.named_parameters())
-    with torch.no_grad():
-        for name, value in best_state.items():
-            parameters[name].copy_(value)
+    rt.load_trainable_state(model, best_state)
     results: dict = {
         "task": cfg.task,
         "model": cfg.model,
@@ -352,10 +337,11 @@ def finetune(cfg: FinetuneConfig) -> dict:
         results[name] = metrics
         if is_main and cfg.save_predictions:
             table.to_parquet(out / f"predictions_{name}.parquet", index=False)
-        accelerator.print(f"best (step {best_step}) {name}: {summary(metrics)}")
+        say(f"best (step {best_step}) {name}: {summary(metrics)}")
 
-    accelerator.wait_for_everyone()
-    full_state = accelerator.get_state_dict(model) if cfg.peft == "none" else None  # every process takes part
+    rt.wait_for_everyone()
+    full_state = rt.model_state_dict(model) if cfg.peft == "none" else None  # every process takes part
+    unwrapped = rt.unwrap(model)
     if is_main:
         if cfg.peft != "none":
             unwrapped.save_pretrained(out / "adapter")
@@ -377,7 +363,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
             unwrapped.save_pretrained(out / "model", state_dict=full_state)
             tokenizer.save_pretrained(out / "model")
         (out / "metrics.json").write_text(json.dumps(json_safe(results), indent=2) + "\n")
-    accelerator.end_training()
+    rt.end()
     return json_safe(results)
 
 

@@ -9,7 +9,8 @@
 Settings come from the typed ``PretrainConfig`` (``genolm/training/config.py``; ``--help`` lists them): its
 defaults, then the ``--config`` YAML, then ``--<key> VALUE`` overrides. The script reads top to bottom:
 config, distribution, model, data, optimizer, resume, loop, final report. Distribution lives in
-``genolm/parallel.py``; the loop below is the same for CPU, GPUs (DDP / FSDP2) and TPU (SPMD FSDPv2).
+``genolm/parallel/`` (one runtime class per backend); the loop below is the same for CPU, GPUs (DDP /
+FSDP2) and TPU (SPMD FSDPv2).
 
 Each logging step appends one JSON line to ``OUTPUT_DIR/log.jsonl``. Checkpoints (Hugging Face model +
 tokenizer + optimizer/scheduler/RNG/data state) go to ``OUTPUT_DIR/checkpoints/step-*``; ``--resume``
@@ -52,20 +53,7 @@ from genolm.training import (
 from genolm.training.data import build_datasets, take
 from genolm.training.metrics import ThroughputMeter
 from genolm.training.mlm import mlm_loss_sum, mlm_loss_weight
-
-
-def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.AdamW:
-    """AdamW; no weight decay on biases, LayerNorm weights and embeddings (one-dimensional or embedding)."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if param.dim() < 2 or "embeddings" in name else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
+from genolm.training.optim import build_optimizer
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -101,8 +89,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         model = GenoLMForMaskedLM(model_config)
     model_config = model.config
     # Projecting only the masked ~15 % of positions saves most of the LM head, but its shape depends on
-    # the data, which XLA would recompile for at every step: off under XLA. A forward argument, never saved.
-    sparse = (not rt.is_xla) if cfg.sparse_prediction == "auto" else bool(cfg.sparse_prediction)
+    # the data, which XLA would recompile for at every step: the runtime says whether it is allowed. A forward
+    # argument, never saved.
+    sparse = rt.sparse_lm_head if cfg.sparse_prediction == "auto" else bool(cfg.sparse_prediction)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     seq_len = cfg.max_tokens + 1  # <cls> + window
@@ -142,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # ---------------------------------------------------------------------------------------------
     # distribution, optimizer, schedule
     # ---------------------------------------------------------------------------------------------
-    model, optimizer = rt.prepare(model, lambda m: make_optimizer(m, cfg))
+    betas = (cfg.adam_beta1, cfg.adam_beta2)
+    model, optimizer = rt.prepare(model, lambda m: build_optimizer(m, cfg.lr, cfg.weight_decay, betas, cfg.adam_eps))
     scheduler = build_scheduler(
         optimizer, cfg.lr, warmup_steps=cfg.warmup_steps, init_lr=cfg.init_lr, decay=cfg.decay,
         max_steps=cfg.max_steps, min_lr=cfg.min_lr,
@@ -173,15 +163,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"accumulation = {tokens_per_step:,} tokens/step | {cfg.max_steps} steps | "
         f"{flops_token / 1e6:.1f} MFLOPs/token | output {out_dir}"
     )
-    if rt.is_xla:
-        sharding = rt.sharding_summary(model)
-        n_sharded = sum(spec != "replicated" for spec in sharding.values())
-        say(f"XLA SPMD mesh {tuple(rt.mesh.mesh_shape)} {rt.mesh.axis_names}: {n_sharded}/{len(sharding)} parameters sharded")
+    sharding = rt.sharding_summary(model)  # empty when parameters are not sharded
+    if sharding:
+        say(rt.describe_sharding(sharding))
         if rt.is_main_process:
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "sharding.json").write_text(json.dumps(sharding, indent=1))
 
-    log = JsonlLogger(out_dir / "log.jsonl", resume_step=step if resume_from is not None else None)
+    # The main process alone owns the log (on resume it rewrites the file).
+    log = JsonlLogger(out_dir / "log.jsonl", resume_step=step if resume_from is not None else None) if rt.is_main_process else None
     rt.init_trackers(cfg.run_name, cfg.to_dict())
 
     if val_before is None and val_batches:
@@ -226,15 +216,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model.train()
     batches = rt.device_batches(stream)
     last_checkpoint = None
-    # DDP / FSDP average gradients over processes; an XLA SPMD step is one global computation.
-    ranks = 1 if rt.is_xla else rt.num_processes
     while step < cfg.max_steps:
         # The step's loss is the sum of its token losses over all micro-batches and processes divided by the
         # step's labelled tokens (soft-masked ones by their weight), as torchtitan's train_step: the mean over
         # every masked token of the step, whatever the micro-batches' counts.
         micro_batches = [next(batches) for _ in range(cfg.gradient_accumulation_steps)]
         step_weight = sum(mlm_loss_weight(b["labels"], b.get("loss_weights")) for b in micro_batches)
-        step_weight = (rt.reduce_mean(step_weight) * ranks).clamp(min=1e-6)
+        step_weight = rt.reduce_sum(step_weight).clamp(min=1e-6)
         step_loss_sum = 0.0
         for micro, batch in enumerate(micro_batches):
             last = micro == cfg.gradient_accumulation_steps - 1
@@ -244,7 +232,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     labels=batch["labels"] if sparse else None, sparse_prediction=sparse,
                 )
                 loss_sum = mlm_loss_sum(output.logits, batch["labels"], batch.get("loss_weights"), sparse=sparse)
-            rt.backward(loss_sum * ranks / step_weight)
+            # DDP / FSDP2 average gradients over processes: scale back to the global token mean.
+            rt.backward(loss_sum * rt.gradient_replicas / step_weight)
             step_loss_sum = step_loss_sum + loss_sum.detach().float()
         grad_norm = rt.clip_grad_norm(model, cfg.max_grad_norm)
         optimizer.step()
@@ -259,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
         if step % cfg.log_every == 0 or step == cfg.max_steps:
             # Host sync: the loss and the gradient norm come back from the device once per logging step.
-            loss_value = (rt.reduce_mean(step_loss_sum) * ranks / step_weight).item()
+            loss_value = (rt.reduce_sum(step_loss_sum) / step_weight).item()
             norm_value = float(grad_norm)
             tokens_per_s = meter.rate()  # None during the warm-up steps
             record = {
@@ -272,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "mfu": mfu(tokens_per_s, flops_token, peak, peak_devices) if tokens_per_s else None,
                 "tokens_seen": tokens_seen,
             }
-            if rt.is_xla:
+            if rt.compile_count() is not None:  # graph compilers (XLA): recompilations show here
                 record["xla_compiles"] = rt.compile_count()
             if cfg.eval_every and step % cfg.eval_every == 0 and val_batches:
                 with meter.paused():

@@ -1,7 +1,8 @@
 """torch-xla SPMD FSDPv2 on 4 virtual CPU devices (run in the XLA environment: tests/run_xla_stage.sh).
 
 Checks: parameters sharded over the 4 devices, the loss falls, no graph compilation after step 2, the
-consolidated export reloads on the CPU with the same logits, and CPU runs are not taken over by torch-xla.
+consolidated export reloads on the CPU with the same logits, fine-tuning under the same runtime saves a model
+that reproduces its predictions on the CPU, and CPU runs are not taken over by torch-xla.
 """
 
 from __future__ import annotations
@@ -126,3 +127,56 @@ def test_cpu_run_not_taken_over_by_torch_xla(tmp_path):
     )
     assert "backend none on 1 x cpu" in result.stdout
     assert all("xla_compiles" not in r for r in _training_records(out))
+
+
+def test_finetune_xla_fsdp_reloads_on_cpu_with_same_predictions(tmp_path):
+    """recipes/finetune.py under SPMD FSDPv2 on 4 devices: batches padded to max_length (no recompilation
+    between training steps), the loss falls on a fixed training set, and the saved best model reloads in a
+    CPU process and reproduces the validation predictions the devices computed."""
+    data = REPO.parent / "shared" / "data" / "pgb" / "poly_a.arabidopsis_thaliana" / "test.csv"
+    if not data.exists():
+        pytest.skip(f"shared test data not found at {data}")
+    out = tmp_path / "run"
+    result = _run(
+        [sys.executable, "recipes/finetune.py", "--parallel", "xla_fsdp", "--train", str(data), "--validation",
+         str(data), "--max_train_samples", "8", "--max_eval_samples", "21", "--batch_size", "2", "--max_steps", "8",
+         "--eval_every", "4", "--log_every", "1", "--max_length", "12", "--lr", "3e-3", "--mixed_precision", "no",
+         "--output_dir", str(out)],
+        xla=True,
+    )  # fmt: skip
+    assert "backend xla_fsdp" in result.stdout and f"x 1 x {N_DEVICES} sequences" in result.stdout
+    records = _training_records(out)
+    assert [r["step"] for r in records] == list(range(1, 9))
+    losses = [r["loss"] for r in records]
+    assert min(losses[-3:]) < losses[0], losses  # 8 rows = one host batch: the same rows at every step
+    compiles = [r["xla_compiles"] for r in records]
+    # a validation pass runs after steps 4 and 8; the training step itself compiles only at steps 1-2
+    assert compiles[1] == compiles[2] == compiles[3] and compiles[4:] == [compiles[4]] * 4, compiles
+
+    check = (
+        "import sys, numpy as np, pandas as pd, torch, genolm\n"
+        "from pathlib import Path\n"
+        "from transformers import AutoModelForSequenceClassification\n"
+        "from genolm import GenoLMTokenizer\n"
+        "from genolm.finetune import Collator, EncodedDataset, LabelSpec, encode_split, load_records, predict, score\n"
+        "out, data = Path(sys.argv[1]), sys.argv[2]\n"
+        "model = AutoModelForSequenceClassification.from_pretrained(out / 'model').eval()\n"
+        "tokenizer = GenoLMTokenizer.from_pretrained(out / 'model')\n"
+        "spec = LabelSpec.fit('classification', load_records(data).subset(range(8)))\n"
+        "split = encode_split(load_records(data).subset(range(21)), spec, tokenizer, 12, 'truncate')\n"
+        "loader = torch.utils.data.DataLoader(EncodedDataset(split, with_window=True), batch_size=5,\n"
+        "                                     collate_fn=Collator(tokenizer.pad_token_id))\n"
+        "metrics, table = score(split, spec, predict(model, loader, split, 'classification'))\n"
+        "saved = pd.read_parquet(out / 'predictions_validation.parquet')\n"
+        "assert len(saved) == len(table) == 21\n"
+        "diff = np.abs(saved.filter(like='prob_').to_numpy() - table.filter(like='prob_').to_numpy()).max()\n"
+        "print('max_abs_diff', diff)\n"
+        "assert diff < 1e-4, diff\n"
+    )
+    python = os.environ.get("GENOLM_CPU_PYTHON", sys.executable)
+    env = {**_env(xla=False), "USE_TORCH_XLA": "0"}
+    done = subprocess.run(
+        [python, "-c", check, str(out), str(data)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    print(done.stdout)

@@ -113,9 +113,14 @@ class FinetuneConfig:
     adam_eps: float = option(1e-8, "AdamW epsilon")
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: no clipping)")
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = option(
-        "auto", "autocast dtype (Accelerate); auto: bf16 on GPU, fp32 on CPU"
+        "auto", "autocast dtype; auto: bf16 on GPU/TPU, fp32 on CPU (fp16: none and ddp only)"
     )
     report_to: Literal["none", "tensorboard", "wandb", "all"] = option("none", "Accelerate trackers")
+    parallel: Literal["auto", "none", "ddp", "fsdp", "xla_fsdp"] = option(
+        "auto",
+        "runtime, as in pretraining: none, ddp, fsdp (FSDP2 over torchrun / accelerate launch processes), "
+        "xla_fsdp (torch-xla SPMD FSDPv2, TPU), or auto (see genolm.parallel.resolve_backend)",
+    )
 
     # --- evaluation and early stopping --------------------------------------------------------------------
     eval_every: int = option(100, "optimizer steps between validation passes (and one at the end)")

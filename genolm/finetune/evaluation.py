@@ -34,11 +34,11 @@ class WindowOutputs:
 
 @torch.no_grad()
 def predict(
-    model: torch.nn.Module, loader: Any, split: EncodedSplit, task: str, accelerator: Any = None
+    model: torch.nn.Module, loader: Any, split: EncodedSplit, task: str, runtime: Any = None
 ) -> WindowOutputs:
     """Run ``model`` over ``loader`` (batches from an ``EncodedDataset(with_window=True)``).
 
-    Under Accelerate the outputs of all processes are gathered (``gather_for_metrics`` drops the samples
+    With a ``genolm.parallel.Runtime`` the outputs of all processes are gathered (without the samples
     repeated to even out the last batch), so every process returns the full split.
     """
     was_training = model.training
@@ -56,11 +56,9 @@ def predict(
             logits = logits.unsqueeze(2)
         loss = out.loss.detach().float() * window.numel()
         count = torch.tensor(float(window.numel()), device=loss.device)
-        if accelerator is not None:
-            if token_task:
-                logits = accelerator.pad_across_processes(logits, dim=1)
-            logits, window = accelerator.gather_for_metrics((logits, window))
-            loss, count = accelerator.reduce(loss, "sum"), accelerator.reduce(count, "sum")  # host sync below
+        if runtime is not None:
+            logits, window = runtime.gather_for_metrics(logits, window, pad_dim=1 if token_task else None)
+            loss, count = runtime.reduce_sum(loss), runtime.reduce_sum(count)  # host sync below
         loss_sum += float(loss)
         loss_count += int(count)
         logits, window = logits.cpu().numpy(), window.cpu().numpy()

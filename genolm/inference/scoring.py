@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError, InputDataError
+from ..errors import InputDataError
+from ..parallel.devices import resolve_device, resolve_dtype
 
 __all__ = [
     "BASE_DIGITS",
@@ -38,26 +39,6 @@ logger = logging.getLogger("genolm.inference")
 
 # Base -> digit of the k-mer index in the tokenizer's itertools.product("ATCG") order.
 BASE_DIGITS = {"A": 0, "T": 1, "C": 2, "G": 3}
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None`` or ``"auto"``: the first CUDA device if there is one, else the CPU."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``None``/``"auto"`` -> float32 (scores reproducible to ~1e-6); else one of ``float32``, ``bfloat16``,
-    ``float16`` (half precision only makes sense on an accelerator)."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype is None or dtype == "auto":
-        return torch.float32
-    if dtype not in DTYPES:
-        raise ConfigError(f"dtype {dtype!r}: expected one of auto, {', '.join(DTYPES)}")
-    return DTYPES[dtype]
 
 
 def load_model(

@@ -1,0 +1,137 @@
+"""``fsdp``: PyTorch FSDP version 2 (``torch.distributed.fsdp.fully_shard``) over the processes that
+``torchrun`` / ``accelerate launch`` started, on GPUs (NCCL) or CPUs (gloo).
+
+Each ``_no_split_modules`` layer (``GenoLMLayer``) is one sharding unit, then the root module takes the rest
+(embeddings, heads); parameters are ``DTensor`` s sharded along their first dimension over all processes and
+re-sharded after the forward pass. bf16 runs compute in bf16 and reduce gradients in fp32
+(``MixedPrecisionPolicy``). Accelerate still starts the process group and shards the data loaders, but the
+model is sharded here (Accelerate uses FSDP on GPUs only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .base import _max_norm
+from .ddp import AcceleratorRuntime, accelerator_device_kind, start_accelerator
+from .state import clean_name, rename_optimizer_state
+
+
+def _full(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a ``DTensor`` (a collective: every process calls it), else the tensor."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+class FSDP2Runtime(AcceleratorRuntime):
+    backend = "fsdp"
+    shards_parameters = True
+
+    @classmethod
+    def start(cls, mixed_precision: str, log_with: list[str] | None = None, project_dir: str | None = None) -> Any:
+        if mixed_precision not in ("no", "bf16"):
+            raise ConfigError(f"mixed_precision={mixed_precision!r} with parallel=fsdp; expected no or bf16")
+        # Precision is FSDP2's MixedPrecisionPolicy, not Accelerate's autocast.
+        accelerator = start_accelerator("no", log_with, project_dir)
+        return cls(
+            device=accelerator.device,
+            mixed_precision=mixed_precision,
+            process_index=accelerator.process_index,
+            num_processes=accelerator.num_processes,
+            num_devices=accelerator.num_processes,
+            device_kind=accelerator_device_kind(accelerator.device),
+            accelerator=accelerator,
+        )
+
+    def prepare(
+        self, model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Optimizer]
+    ) -> tuple[nn.Module, torch.optim.Optimizer]:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        layer_names = set(getattr(_hf_model(model), "_no_split_modules", None) or [])
+        layers = [m for m in model.modules() if type(m).__name__ in layer_names]
+        if not layers:
+            raise ValueError(f"{type(model).__name__} declares no _no_split_modules layers to shard")
+        policy = MixedPrecisionPolicy()
+        if self.mixed_precision == "bf16":
+            policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        model.to(self.device)
+        for layer in layers:
+            fully_shard(layer, mp_policy=policy, reshard_after_forward=True)
+        fully_shard(model, mp_policy=policy, reshard_after_forward=True)
+        return model, make_optimizer(model)
+
+    def unwrap(self, model: nn.Module) -> nn.Module:
+        return model  # fully_shard shards in place (its parameters are DTensors)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def no_sync(self, model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+        model.set_requires_gradient_sync(sync)
+        return contextlib.nullcontext()
+
+    def clip_grad_norm(self, model: nn.Module, max_norm: float) -> torch.Tensor:
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), _max_norm(max_norm))
+        return _full(norm)
+
+    def model_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state = get_model_state_dict(model, options=options)  # full on rank 0, empty elsewhere
+        return {clean_name(k): v for k, v in state.items()}
+
+    def optimizer_state_dict(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state = get_optimizer_state_dict(model, optimizer, options=options)
+        return rename_optimizer_state(state, clean_name)
+
+    def load_optimizer_state_dict(self, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        # Every process passes the full state; torch.distributed.checkpoint keys parameters by their
+        # canonical names (no wrapper prefixes) and keeps each process's shard.
+        set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+    def trainable_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        return {
+            clean_name(n): _full(p.detach()).to("cpu", copy=True)
+            for n, p in model.named_parameters()
+            if p.requires_grad
+        }
+
+    def load_trainable_state(self, model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+        from torch.distributed.tensor import DTensor, distribute_tensor
+
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                value = state.get(clean_name(name))
+                if value is None:
+                    continue
+                if isinstance(param, DTensor):  # every process holds the full value: keep its own shard
+                    value = distribute_tensor(value.to(param.device), param.device_mesh, param.placements, src_data_rank=None)
+                param.copy_(value)
+
+    def sharding_summary(self, model: nn.Module) -> dict[str, str]:
+        from torch.distributed.tensor import DTensor
+
+        return {
+            clean_name(n): (f"{p.placements} over mesh {tuple(p.device_mesh.shape)}" if isinstance(p, DTensor) else "replicated")
+            for n, p in model.named_parameters()
+        }
+
+
+def _hf_model(model: nn.Module) -> nn.Module:
+    """The transformers model inside a PEFT wrapper (which does not forward ``_no_split_modules``)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model

@@ -1,0 +1,289 @@
+"""``xla_fsdp``: torch-xla SPMD with ``SpmdFullyShardedDataParallel`` (FSDPv2).
+
+One process per host drives all of its devices; a mesh over every device of the slice has the axes
+``(FSDP_AXIS, MODEL_AXIS)`` = ``(n_devices, 1)``; parameters are sharded along ``FSDP_AXIS`` (each
+``_no_split_modules`` layer a unit), batches are sharded along the batch dimension. Accelerate does not wrap
+models in XLA FSDP (its ``fsdp_config`` is ignored under XLA), which is why genolm shards the model itself.
+
+XLA traces each step into a graph and compiles it once per input shape: batches keep one shape
+(``static_shapes``), the masked-LM head projects every position (``sparse_lm_head`` False), and each optimizer
+step ends with ``torch_xla.sync()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .base import Runtime, _max_norm
+from .state import clean_name, load_named_optimizer_state, named_optimizer_state
+
+FSDP_AXIS = "fsdp"  # mesh axis parameters and batches are sharded over
+MODEL_AXIS = "model"  # size 1: room for tensor parallelism later
+
+
+class XLAFSDPRuntime(Runtime):
+    backend = "xla_fsdp"
+    static_shapes = True
+    sparse_lm_head = False
+    gradient_replicas = 1  # one global computation: losses and gradients are already over the global batch
+    shards_parameters = True
+
+    def __init__(self, *args: Any, mesh: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.mesh = mesh
+
+    @classmethod
+    def start(cls, mixed_precision: str) -> XLAFSDPRuntime:
+        """Switch torch-xla to SPMD (before any XLA tensor exists) and build the mesh over every device."""
+        import numpy as np
+        import torch_xla
+        import torch_xla.distributed.spmd as xs
+        import torch_xla.runtime as xr
+
+        xr.use_spmd()  # before any XLA tensor is created
+        num_devices = xr.global_runtime_device_count()
+        mesh = xs.Mesh(np.arange(num_devices), (num_devices, 1), (FSDP_AXIS, MODEL_AXIS))
+        xs.set_global_mesh(mesh)
+        device_type = xr.device_type()
+        if device_type == "TPU":
+            import torch_xla.core.xla_model as xm
+
+            from ..training.flops import device_kind as peak_table_kind
+
+            device_kind = peak_table_kind(xm.xla_device_kind())  # "TPU v4", "TPU v5 lite", "TPU v6 lite", ...
+        elif device_type == "CPU":
+            device_kind = "cpu"
+        else:
+            device_kind = None
+        from .devices import resolve_mixed_precision
+
+        mixed_precision = resolve_mixed_precision(mixed_precision, device_type)
+        if mixed_precision not in ("no", "bf16"):
+            raise ConfigError(f"mixed_precision={mixed_precision!r} with parallel=xla_fsdp; expected no or bf16")
+        return cls(
+            device=torch_xla.device(),
+            mixed_precision=mixed_precision,
+            process_index=xr.process_index(),
+            num_processes=xr.process_count(),
+            num_devices=num_devices,
+            local_devices=xr.addressable_runtime_device_count(),
+            device_kind=device_kind,
+            mesh=mesh,
+        )
+
+    # -- model and optimizer ------------------------------------------------------------------
+    def prepare(
+        self, model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Optimizer]
+    ) -> tuple[nn.Module, torch.optim.Optimizer]:
+        model = _shard_model(model, self.mesh)
+        return model, make_optimizer(model)
+
+    def unwrap(self, model: nn.Module) -> nn.Module:
+        return model.module  # its layers stay wrapped
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.mixed_precision == "bf16":
+            return torch.autocast("xla", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def clip_grad_norm(self, model: nn.Module, max_norm: float) -> torch.Tensor:
+        return torch.nn.utils.clip_grad_norm_(model.parameters(), _max_norm(max_norm))
+
+    def step_end(self) -> None:
+        import torch_xla
+
+        torch_xla.sync()  # the step's lazy graph is cut and executed here
+
+    # -- data ---------------------------------------------------------------------------------
+    def device_batches(self, batches: Iterable[Mapping[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:
+        """Through the parallel device loader, which prefetches and shards each (batch, tokens) tensor over
+        ``FSDP_AXIS`` along its first dimension."""
+        import torch_xla.distributed.parallel_loader as pl
+        import torch_xla.distributed.spmd as xs
+
+        sharding = xs.ShardingSpec(self.mesh, (FSDP_AXIS, None), minibatch=self.num_processes > 1)
+        yield from pl.MpDeviceLoader(batches, self.device, input_sharding=sharding)
+
+    def to_device(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One batch to the device, every tensor sharded over ``FSDP_AXIS`` along its first dimension."""
+        import torch_xla.distributed.spmd as xs
+
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        for value in batch.values():
+            xs.mark_sharding(value, self.mesh, (FSDP_AXIS,) + (None,) * (value.dim() - 1))
+        return batch
+
+    def data_loader(
+        self,
+        dataset: Any,
+        batch_size: int,
+        collate_fn: Callable,
+        *,
+        train: bool = False,
+        generator: torch.Generator | None = None,
+        num_workers: int = 0,
+    ) -> Iterable[dict[str, torch.Tensor]]:
+        if self.num_processes > 1:
+            raise NotImplementedError("data_loader under xla_fsdp feeds one host; several hosts need a sharded dataset")
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size * self.local_devices,
+            shuffle=train,
+            generator=generator,
+            collate_fn=collate_fn,
+            num_workers=num_workers,
+            drop_last=train,  # static shapes
+        )
+        return _DeviceLoader(loader, self)
+
+    # -- state --------------------------------------------------------------------------------
+    def model_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        self.step_end()
+        return {clean_name(k): self._host_copy(v) for k, v in self.unwrap(model).state_dict().items()}
+
+    def optimizer_state_dict(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        self.step_end()
+        names = {id(p): clean_name(n) for n, p in model.named_parameters()}
+        return named_optimizer_state(optimizer, names, self._host_copy)
+
+    def load_optimizer_state_dict(self, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+        params = {clean_name(n): p for n, p in model.named_parameters()}
+        load_named_optimizer_state(optimizer, params, state)
+        _shard_optimizer_state(optimizer, self.mesh)
+
+    def trainable_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Device copies (sharded like the parameters): no host transfer, no gather."""
+        return {clean_name(n): p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    def load_trainable_state(self, model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+        super().load_trainable_state(model, state)
+        self.step_end()
+
+    def _host_copy(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Full CPU copy of an XLA tensor. ``.cpu()`` of an SPMD-sharded tensor compiles a gather graph per
+        shape; on one host the shards are all local, so they are copied and assembled without compiling."""
+        import torch_xla
+        from torch_xla.distributed.spmd.xla_sharding import wrap_as_sharded_tensor
+
+        tensor = tensor.detach()
+        if tensor.device.type != "xla" or self.num_processes > 1 or not torch_xla._XLAC._get_xla_sharding_spec(tensor):
+            return tensor.cpu()
+        full = torch.empty(tensor.shape, dtype=tensor.dtype)
+        for shard in wrap_as_sharded_tensor(tensor).local_shards:
+            if shard.indices is Ellipsis:
+                return shard.data.clone()
+            full[tuple(shard.indices)] = shard.unpadded_data
+        return full
+
+    # -- what the backend did -----------------------------------------------------------------
+    def compile_count(self) -> int:
+        """Cumulative XLA graph compilations of this process."""
+        import torch_xla.debug.metrics as met
+
+        data = met.metric_data("CompileTime")
+        return int(data[0]) if data else 0
+
+    def sharding_summary(self, model: nn.Module) -> dict[str, str]:
+        """Parameter name -> XLA's OpSharding text (``replicated`` for whole tensors)."""
+        import torch_xla
+
+        return {
+            clean_name(n): (torch_xla._XLAC._get_xla_sharding_spec(p) or "replicated") for n, p in model.named_parameters()
+        }
+
+    def describe_sharding(self, summary: Mapping[str, str]) -> str:
+        n_sharded = sum(spec != "replicated" for spec in summary.values())
+        return (
+            f"XLA SPMD mesh {tuple(self.mesh.mesh_shape)} {self.mesh.axis_names}: "
+            f"{n_sharded}/{len(summary)} parameters sharded"
+        )
+
+    # -- processes (SPMD values are global; each host keeps its own objects) ----------------------
+    def wait_for_everyone(self) -> None:
+        if self.num_processes > 1:
+            import torch_xla.core.xla_model as xm
+
+            xm.rendezvous("genolm")
+
+
+class _DeviceLoader:
+    """A ``DataLoader`` whose batches arrive on the XLA device, sharded along the batch dimension."""
+
+    def __init__(self, loader: Any, runtime: XLAFSDPRuntime) -> None:
+        self.loader, self.runtime = loader, runtime
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for batch in self.loader:
+            yield self.runtime.to_device(batch)
+
+
+def _shard_output(output: Any, mesh: Any) -> None:
+    """Shard a wrapped module's output over ``FSDP_AXIS`` along the batch dimension. Inner layers return
+    tuples ``(hidden_states, attention_weights_or_None)``, the root a ``ModelOutput``, so any of tensor,
+    tuple and mapping is accepted (torch-xla's default handles only a tensor or a tuple's first item)."""
+    import torch_xla.distributed.spmd as xs
+
+    if isinstance(output, torch.Tensor):
+        tensors = [output]
+    elif isinstance(output, Mapping):  # ModelOutput is an OrderedDict
+        tensors = [v for v in output.values() if isinstance(v, torch.Tensor)]
+    elif isinstance(output, (tuple, list)):
+        tensors = [v for v in output if isinstance(v, torch.Tensor)]
+    else:
+        raise TypeError(f"cannot shard a module output of type {type(output).__name__}")
+    for tensor in tensors:
+        if tensor.dim() >= 2:  # (batch, ...) activations and logits; scalars (the loss) stay replicated
+            xs.mark_sharding(tensor, mesh, (FSDP_AXIS,) + (None,) * (tensor.dim() - 1))
+
+
+def _shard_model(model: nn.Module, mesh: Any) -> nn.Module:
+    from torch_xla.distributed.fsdp import checkpoint_module
+    from torch_xla.distributed.fsdp.wrap import transformer_auto_wrap_policy
+    from torch_xla.experimental.spmd_fully_sharded_data_parallel import SpmdFullyShardedDataParallel as FSDPv2
+
+    layer_names = set(getattr(model, "_no_split_modules", None) or [])
+    layer_classes = {type(m) for m in model.modules() if type(m).__name__ in layer_names}
+    if not layer_classes:
+        raise ValueError(f"{type(model).__name__} declares no _no_split_modules layers to shard")
+    checkpointing = any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+    if checkpointing:
+        # transformers' checkpointing calls torch.utils.checkpoint, which XLA cannot use; torch-xla's
+        # checkpoint_module wraps each layer instead.
+        model.gradient_checkpointing_disable()
+
+    def wrap_layer(module: nn.Module, *args: Any, **kwargs: Any) -> nn.Module:
+        if checkpointing:
+            module = checkpoint_module(module)
+        return FSDPv2(module, *args, **kwargs)
+
+    policy = functools.partial(transformer_auto_wrap_policy, transformer_layer_cls=layer_classes)
+    return FSDPv2(
+        model, mesh=mesh, shard_output=_shard_output, auto_wrap_policy=policy, auto_wrapper_callable=wrap_layer
+    )
+
+
+def _shard_optimizer_state(optimizer: torch.optim.Optimizer, mesh: Any) -> None:
+    """Give loaded optimizer states their parameter's sharding (they arrive replicated from the CPU)."""
+    import torch_xla
+    import torch_xla.distributed.spmd as xs
+    from torch_xla.experimental.spmd_fully_sharded_data_parallel import _prepare_spmd_partition_spec
+
+    for param, state in optimizer.state.items():
+        if not torch_xla._XLAC._get_xla_sharding_spec(param):
+            continue
+        spec = _prepare_spmd_partition_spec(param, shard_maximal=True)
+        for value in state.values():
+            if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                xs.mark_sharding(value, mesh, spec)

@@ -1,0 +1,213 @@
+"""The shared runtime (genolm.parallel) on CPUs: the optimizer's weight-decay rule, the device/dtype
+resolver, and FSDP2 (``fully_shard``) over 2 gloo processes under torchrun, which must train like one
+process on the same global batch and write checkpoints that reload."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from genolm import GenoLMConfig, GenoLMForMaskedLM, GenoLMForSequenceClassification
+from genolm.errors import ConfigError
+from genolm.parallel import resolve_backend, resolve_device, resolve_dtype, resolve_mixed_precision
+from genolm.training.optim import build_optimizer
+
+REPO = Path(__file__).resolve().parents[1]
+WORKER = REPO / "tests" / "parallel_worker.py"
+DEBUG = REPO / "recipes" / "configs" / "debug.yaml"
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "ACCELERATE_USE_FSDP")}
+    env.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    return env
+
+
+def _run(command: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    done = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{command}\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    return done
+
+
+# ---------------------------------------------------------------------------------------------------------
+# one optimizer rule, one device/dtype resolver
+# ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model_class", [GenoLMForMaskedLM, GenoLMForSequenceClassification])
+def test_optimizer_decays_only_weight_matrices(model_class):
+    model = model_class(GenoLMConfig.from_preset("tiny"))
+    model.genolm.encoder.layers[0].ffn.up.weight.requires_grad_(False)  # frozen: in no group
+    optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.98), eps=1e-6)
+    decay, no_decay = optimizer.param_groups
+    assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.1, 0.0)
+    assert decay["betas"] == (0.9, 0.98) and decay["eps"] == 1e-6 and decay["lr"] == 1e-3
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    decay_names = {names[id(p)] for p in decay["params"]}
+    # the rule written out on the names: biases, LayerNorms (1-D) and embedding tables do not decay
+    expected_no_decay = {n for n, p in model.named_parameters() if p.dim() < 2 or "embeddings" in n}
+    assert no_decay_names == expected_no_decay
+    assert "genolm.embeddings.word_embeddings.weight" in no_decay_names
+    assert "genolm.encoder.layers.0.attention.query.weight" in decay_names
+    assert "genolm.encoder.layers.0.ffn.up.weight" not in decay_names | no_decay_names
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert decay_names | no_decay_names == trainable and not decay_names & no_decay_names
+
+
+def test_tied_decoder_is_an_embedding_and_listed_once():
+    model = GenoLMForMaskedLM(GenoLMConfig.from_preset("tiny"))
+    embedding = model.get_input_embeddings().weight
+    model.get_output_embeddings().weight = embedding  # the decoder (a Linear) shares the embedding table
+    decay, no_decay = build_optimizer(model, 1e-3, 0.1).param_groups
+    assert sum(p is embedding for p in no_decay["params"]) == 1
+    assert all(p is not embedding for p in decay["params"])
+
+
+def test_device_and_dtype_resolver(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == resolve_device(None) == torch.device("cpu")
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert resolve_dtype("auto", torch.device("cpu")) is torch.float32
+    assert resolve_dtype("bfloat16") is torch.bfloat16 and resolve_dtype(torch.float16) is torch.float16
+    with pytest.raises(ConfigError, match="dtype 'fp8': expected one of auto, float32, bfloat16, float16"):
+        resolve_dtype("fp8")
+    with pytest.raises(ConfigError, match="device 'gpu0'"):
+        resolve_device("gpu0")
+    assert resolve_mixed_precision("auto", "cpu") == "no"
+    assert resolve_mixed_precision("auto", "cuda") == resolve_mixed_precision("auto", "TPU") == "bf16"
+    assert resolve_mixed_precision("no", "cuda") == "no"
+    with pytest.raises(ConfigError, match="parallel='mpi'; expected auto or one of none, ddp, fsdp, xla_fsdp"):
+        resolve_backend("mpi")
+
+
+def test_inference_modules_share_the_resolver():
+    from genolm import embed
+    from genolm.inference import scoring
+
+    assert scoring.resolve_device is resolve_device and scoring.resolve_dtype is resolve_dtype
+    assert embed.resolve_dtype is resolve_dtype
+
+
+# ---------------------------------------------------------------------------------------------------------
+# FSDP2 over 2 CPU processes (gloo)
+# ---------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["mlm", "cls"])
+def test_fsdp2_trains_like_one_process_on_the_same_global_batch(tmp_path, model):
+    """Losses and gradient norms of 3 AdamW steps under FSDP2 (2 processes, 4 rows each) equal those of one
+    process on all 8 rows; parameters are sharded; the gathered export reloads on the CPU with the logits the
+    sharded model computed, and the gathered optimizer state equals the single process's."""
+    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
+
+    single, sharded = tmp_path / "none", tmp_path / "fsdp"
+    _run([sys.executable, str(WORKER), str(single), "--parallel", "none", "--model", model])
+    _run(TORCHRUN + [str(WORKER), str(sharded), "--parallel", "fsdp", "--model", model])
+    one, two = (json.loads((d / "report.json").read_text()) for d in (single, sharded))
+    assert (one["backend"], one["num_processes"], two["backend"], two["num_processes"]) == ("none", 1, "fsdp", 2)
+    assert two["losses"] == pytest.approx(one["losses"], rel=1e-5)
+    assert two["norms"] == pytest.approx(one["norms"], rel=1e-4)
+    assert one["losses"][-1] < one["losses"][0]
+    weights = {n: s for n, s in two["sharding"].items() if n.endswith(".weight")}
+    assert weights and all(s == "(Shard(dim=0),) over mesh (2,)" for s in weights.values()), weights
+    assert one["sharding"] == {}
+
+    auto = AutoModelForMaskedLM if model == "mlm" else AutoModelForSequenceClassification
+    reference = torch.load(single / "tensors.pt", weights_only=True)
+    saved = torch.load(sharded / "tensors.pt", weights_only=True)
+    # AdamW's first steps move every weight by about lr whatever the gradient's size, so float-level gradient
+    # differences show in the logits at ~1e-4 after 3 steps
+    torch.testing.assert_close(saved["logits"], reference["logits"], rtol=1e-3, atol=1e-3)
+    reloaded = auto.from_pretrained(sharded / "export").eval()
+    with torch.no_grad():
+        logits = reloaded(input_ids=saved["batch"]["input_ids"], attention_mask=saved["batch"]["attention_mask"]).logits
+    torch.testing.assert_close(logits, saved["logits"], rtol=1e-5, atol=1e-5)
+
+    state_one, state_two = reference["optimizer"]["state"], saved["optimizer"]["state"]
+    assert set(state_two) == set(state_one) == {n for n, _ in reloaded.named_parameters()}
+    for name, moments in state_one.items():
+        assert state_two[name]["exp_avg"].shape == moments["exp_avg"].shape  # full, not a shard
+        torch.testing.assert_close(state_two[name]["exp_avg_sq"], moments["exp_avg_sq"], rtol=1e-3, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_pretrain_recipe_under_fsdp2_checkpoints_and_resumes(tmp_path):
+    """recipes/pretrain.py --parallel fsdp on 2 processes: trains, writes sharding.json and checkpoints that
+    reload on the CPU, and resumes (the full optimizer state goes back into the shards)."""
+    from transformers import AutoModelForMaskedLM
+
+    import genolm  # noqa: F401
+
+    out = tmp_path / "run"
+    common = ["recipes/pretrain.py", "--config", str(DEBUG), "--parallel", "fsdp", "--checkpoint_every", "2",
+              "--output_dir", str(out), "--report_to", "none"]  # fmt: skip
+    done = _run(TORCHRUN + common + ["--max_steps", "2"])
+    assert "backend fsdp on 2 x cpu (2 process(es))" in done.stdout
+    sharding = json.loads((out / "sharding.json").read_text())
+    assert sharding["genolm.encoder.layers.0.attention.query.weight"] == "(Shard(dim=0),) over mesh (2,)"
+    _run(TORCHRUN + common + ["--max_steps", "4", "--resume", "true"])
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    losses = [r for r in records if "loss" in r]
+    assert [r["step"] for r in losses] == [1, 2, 3, 4]
+    assert all(r["loss"] == r["loss"] and r["loss"] < 9 for r in losses)  # finite, near ln(4105) or below
+    checkpoint = out / "checkpoints" / "step-00000004"
+    model = AutoModelForMaskedLM.from_pretrained(checkpoint).eval()
+    assert type(model).__name__ == "GenoLMForMaskedLM"
+    state = torch.load(checkpoint / "training_state.pt", weights_only=False)
+    assert state["backend"] == "fsdp" and state["step"] == 4
+    names = {n for n, _ in model.named_parameters()}
+    assert set(state["optimizer"]["state"]) == names
+    for name, param in model.named_parameters():
+        assert state["optimizer"]["state"][name]["exp_avg"].shape == param.shape
+
+
+@pytest.mark.slow
+def test_finetune_recipe_under_fsdp2_matches_one_process(shared_data, tmp_path):
+    """recipes/finetune.py --parallel fsdp on 2 processes x 4 rows: the first step's loss equals a single
+    process's on the same 8 rows, and the saved best model reloads and reproduces the saved predictions."""
+    import numpy as np
+    import pandas as pd
+    from transformers import AutoModelForSequenceClassification
+
+    from genolm import GenoLMTokenizer
+    from genolm.finetune import (
+        Collator,
+        EncodedDataset,
+        LabelSpec,
+        encode_split,
+        load_records,
+        predict,
+        score,
+    )
+
+    data = shared_data / "pgb" / "poly_a.arabidopsis_thaliana" / "test.csv"
+    common = ["recipes/finetune.py", "--train", str(data), "--validation", str(data), "--max_train_samples", "64",
+              "--max_eval_samples", "21", "--max_steps", "3", "--eval_every", "3", "--log_every", "1",
+              "--max_length", "12", "--mixed_precision", "no", "--lr", "1e-3"]  # fmt: skip
+    single, sharded = tmp_path / "none", tmp_path / "fsdp"
+    _run([sys.executable] + common + ["--batch_size", "8", "--parallel", "none", "--output_dir", str(single)])
+    done = _run(TORCHRUN + common + ["--batch_size", "4", "--parallel", "fsdp", "--output_dir", str(sharded)])
+    assert "x 1 x 2 sequences" in done.stdout and "backend fsdp" in done.stdout
+
+    def first_loss(out: Path) -> float:
+        return next(json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines() if '"loss"' in line)
+
+    assert first_loss(sharded) == pytest.approx(first_loss(single), rel=1e-5)
+
+    model = AutoModelForSequenceClassification.from_pretrained(sharded / "model").eval()
+    tokenizer = GenoLMTokenizer.from_pretrained(sharded / "model")
+    spec = LabelSpec.fit("classification", load_records(data).subset(range(64)))
+    split = encode_split(load_records(data).subset(range(21)), spec, tokenizer, 12, "truncate")
+    loader = torch.utils.data.DataLoader(
+        EncodedDataset(split, with_window=True), batch_size=5, collate_fn=Collator(tokenizer.pad_token_id)
+    )
+    metrics, table = score(split, spec, predict(model, loader, split, "classification"))
+    saved = pd.read_parquet(sharded / "predictions_validation.parquet")
+    np.testing.assert_allclose(saved.filter(like="prob_").to_numpy(), table.filter(like="prob_").to_numpy(), atol=1e-5)
+    reported = json.loads((sharded / "metrics.json").read_text())
+    assert reported["validation"]["n"] == 21 and reported["best_step"] in (0, 3)
