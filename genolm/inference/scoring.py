@@ -155,9 +155,9 @@ def _describe_tokenizer(source: str) -> str:
             backend = json.load(handle).get("model", {})
         kind, size = backend.get("type"), len(backend.get("vocab") or ())
     vocab_txt = os.path.join(source, "vocab.txt")
-    if not size and os.path.exists(vocab_txt):
+    if os.path.exists(vocab_txt):
         with open(vocab_txt, encoding="utf-8") as handle:
-            size = sum(1 for line in handle if line.strip())
+            size = max(size or 0, sum(1 for line in handle if line.strip()))
     config_file = os.path.join(source, "tokenizer_config.json")
     if not kind and os.path.exists(config_file):
         with open(config_file) as handle:
