@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from .configuration_genolm import GenoLMConfig
+from .errors import InputDataError
 from .modeling_genolm import (
     GenoLMForMaskedLM,
     GenoLMForSequenceClassification,
@@ -24,6 +25,7 @@ from .modeling_genolm import (
     GenoLMModel,
     GenoLMPreTrainedModel,
 )
+from .outputs import atomic_folder, check_outputs
 from .tokenization_genolm import GenoLMTokenizer
 
 logger = logging.getLogger(__name__)
@@ -104,12 +106,21 @@ def genolm_key_to_esm(key: str) -> str:
     return f"esm.{body}" if headed else body
 
 
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+
+    try:
+        return load_file(path)
+    except SafetensorError as err:
+        raise InputDataError(f"{path}: cannot read the weights (corrupt or truncated safetensors file): {err}") from None
+
+
 def load_state_dict(checkpoint_dir: str | Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint folder's weights: safetensors (also sharded), else a ``.bin`` with
     ``torch.load(weights_only=True)``."""
     checkpoint_dir = Path(checkpoint_dir)
     for index_name, loader in (
-        ("model.safetensors.index.json", load_file),
+        ("model.safetensors.index.json", _load_safetensors),
         ("pytorch_model.bin.index.json", lambda f: torch.load(f, map_location="cpu", weights_only=True)),
     ):
         index = checkpoint_dir / index_name
@@ -120,7 +131,7 @@ def load_state_dict(checkpoint_dir: str | Path) -> dict[str, torch.Tensor]:
                 state.update(loader(checkpoint_dir / shard))
             return state
     if (checkpoint_dir / "model.safetensors").exists():
-        return load_file(checkpoint_dir / "model.safetensors")
+        return _load_safetensors(checkpoint_dir / "model.safetensors")
     if (checkpoint_dir / "pytorch_model.bin").exists():
         return torch.load(checkpoint_dir / "pytorch_model.bin", map_location="cpu", weights_only=True)
     raise FileNotFoundError(f"{checkpoint_dir}: no model.safetensors or pytorch_model.bin found")
@@ -255,13 +266,18 @@ def max_logits_difference(model_a, model_b, batch: dict[str, torch.Tensor]) -> f
     return (logits_a[keep] - logits_b[keep]).abs().max().item()
 
 
-def esm_to_genolm(src: str | Path, dst: str | Path, verify: bool = True) -> GenoLMPreTrainedModel:
+def esm_to_genolm(
+    src: str | Path, dst: str | Path, verify: bool = True, overwrite: bool = False
+) -> GenoLMPreTrainedModel:
     """Convert a transformers ESM checkpoint folder (NT v1, AgroNT, or the NT-v2 Hub layout) to genolm.
 
     The converted model and a matching :class:`GenoLMTokenizer` are saved to ``dst`` only after the logits
-    match the source model's (within ``LOGITS_TOLERANCE``) where transformers can run the source.
+    match the source model's (within ``LOGITS_TOLERANCE``) where transformers can run the source. ``dst`` must
+    not be ``src`` nor lie inside it, and must be new or empty unless ``overwrite`` (then it is replaced); it
+    appears complete or not at all.
     """
     src, dst = Path(src), Path(dst)
+    check_outputs({}, {"src": src}, folders={"dst": dst}, overwrite=overwrite)
     esm_config = json.loads((src / "config.json").read_text())
     if esm_config.get("model_type") != "esm":
         raise ValueError(f"{src / 'config.json'}: model_type is {esm_config.get('model_type')!r}, expected 'esm'")
@@ -316,9 +332,9 @@ def esm_to_genolm(src: str | Path, dst: str | Path, verify: bool = True) -> Geno
             "%s is an NT-v2 (SwiGLU) checkpoint, which transformers' EsmModel cannot run: weights were renamed "
             "without a logits comparison", src
         )
-    dst.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(dst)
-    tokenizer.save_pretrained(dst)
+    with atomic_folder(dst, overwrite=overwrite) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return model
 
 
@@ -333,11 +349,12 @@ def _compare(model_a, model_b, batch) -> float:
     return (a[keep] - b[keep]).abs().max().item()
 
 
-def genolm_to_esm(src: str | Path, dst: str | Path, verify: bool = True):
+def genolm_to_esm(src: str | Path, dst: str | Path, verify: bool = True, overwrite: bool = False):
     """Export a genolm checkpoint to transformers' ESM format (loads with plain transformers, no genolm).
 
     Writes the ESM model and an ``EsmTokenizer`` (``vocab.txt``) with the same ids. Refused with a clear
-    message for architectures ESM cannot express (SwiGLU / bias-free feed-forward, i.e. NT v2).
+    message for architectures ESM cannot express (SwiGLU / bias-free feed-forward, i.e. NT v2). ``dst`` follows
+    the rules of :func:`esm_to_genolm`.
     """
     from transformers import (
         EsmForMaskedLM,
@@ -347,6 +364,7 @@ def genolm_to_esm(src: str | Path, dst: str | Path, verify: bool = True):
     )
 
     src, dst = Path(src), Path(dst)
+    check_outputs({}, {"src": src}, folders={"dst": dst}, overwrite=overwrite)
     config = GenoLMConfig.from_pretrained(src)
     esm_config = esm_config_from_genolm(config)  # raises for NT-v2 architectures
     if config.per_nucleotide:
@@ -381,10 +399,10 @@ def genolm_to_esm(src: str | Path, dst: str | Path, verify: bool = True):
         diff = _compare(source, esm_model, batch)
         if diff > LOGITS_TOLERANCE:
             raise ValueError(f"export of {src} to ESM does not reproduce its logits (max abs diff {diff:.3g})")
-    dst.mkdir(parents=True, exist_ok=True)
     esm_model.config._attn_implementation = "sdpa"
-    esm_model.save_pretrained(dst)
-    write_esm_tokenizer(tokenizer, dst)
+    with atomic_folder(dst, overwrite=overwrite) as tmp:
+        esm_model.save_pretrained(tmp)
+        write_esm_tokenizer(tokenizer, tmp)
     return esm_model
 
 
