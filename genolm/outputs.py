@@ -7,7 +7,8 @@
   it into place only when the writing finished; on any error the temporary is removed, so the final path holds
   either the previous content or the complete new output, never a truncated one.
 - :func:`run_lock` holds a lock file in a run folder (host, pid, start time) so that a second run into the same
-  folder is refused, naming the first.
+  folder is refused, naming the first; :func:`claim_run_folder` adds the rule of the training recipes: a folder
+  that holds another run is used only to ``resume`` it or to ``overwrite`` it.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from .errors import OutputPathError
+from .errors import ConfigError, OutputPathError
 
 __all__ = [
     "LOCK_NAME",
     "atomic_file",
     "atomic_folder",
     "check_outputs",
+    "claim_run_folder",
     "clear_folder",
     "run_lock",
     "temporary_path",
@@ -273,3 +275,52 @@ def _read_holder(fd: int, parsed: bool = False):
     if not isinstance(data, dict):
         return "holder unknown"
     return f"host {data.get('host')}, pid {data.get('pid')}, started {data.get('started')}"
+
+
+@contextlib.contextmanager
+def claim_run_folder(
+    folder: PathLike,
+    *,
+    entries: Iterable[str],
+    resume: bool = False,
+    overwrite: bool = False,
+    inputs: Mapping[str, PathLike | None] | Iterable[PathLike | None] = (),
+    main_process: bool | None = None,
+) -> Iterator[Path]:
+    """Lock a training run folder for the block and check that this run may use it.
+
+    A folder holding any of ``entries`` (e.g. ``log.jsonl``, ``checkpoints``) holds another run: it is refused
+    unless ``resume`` (continue it) or ``overwrite`` (its ``entries`` are removed first, after checking that no
+    input lies among them). Only the main process (``RANK`` 0 unless ``main_process`` says otherwise) locks and
+    checks; the others use the folder as it is.
+
+    Raises:
+        OutputPathError: the folder holds another run, is locked by a live run, or cannot be a folder.
+        ConfigError: both ``resume`` and ``overwrite``.
+    """
+    folder = Path(folder)
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in the output folder, --overwrite replaces it: pass one")
+    if main_process is None:
+        main_process = int(os.environ.get("RANK", "0")) == 0
+    if not main_process:
+        yield folder
+        return
+    entries = list(entries)
+    check_outputs({}, folders={"output_dir": folder}, overwrite=True)
+    with run_lock(folder):
+        found = [name for name in entries if (folder / name).exists()]
+        if found and not (resume or overwrite):
+            raise OutputPathError(
+                f"output_dir {folder} holds another run ({', '.join(found)}); pass --resume to continue it, "
+                "--overwrite to replace it, or choose another output_dir"
+            )
+        if found and overwrite:
+            for name in found:
+                for label, source in _named(inputs):
+                    if _same(folder / name, source) or _inside(source, folder / name):
+                        raise OutputPathError(
+                            f"--overwrite would remove {folder / name}, which holds the input {label} {source}"
+                        )
+            clear_folder(folder, found)
+        yield folder

@@ -13,7 +13,9 @@ config, distribution, model, data, optimizer, resume, loop, final report. Distri
 
 Each logging step appends one JSON line to ``OUTPUT_DIR/log.jsonl``. Checkpoints (Hugging Face model +
 tokenizer + optimizer/scheduler/RNG/data state) go to ``OUTPUT_DIR/checkpoints/step-*``; ``--resume``
-continues from the newest complete one with exactly the batches an uninterrupted run would see.
+continues from the newest complete one with exactly the batches an uninterrupted run would see. A folder that
+holds another run (a ``log.jsonl`` or ``checkpoints/``) is refused unless ``--resume`` or ``--overwrite`` (which
+removes the old run's log and checkpoints first); a lock file keeps a second run out while one is running.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ import torch
 import transformers
 
 from genolm import GenoLMConfig, GenoLMForMaskedLM, GenoLMTokenizer, parallel
+from genolm.errors import run_reporting_user_errors
+from genolm.outputs import claim_run_folder
 from genolm.training import (
     BatchStream,
     JsonlLogger,
@@ -53,6 +57,8 @@ from genolm.training import (
 )
 from genolm.training.data import build_datasets, take
 
+RUN_ENTRIES = ("log.jsonl", "checkpoints")  # what makes output_dir hold a run
+
 
 def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.AdamW:
     """AdamW; no weight decay on biases, LayerNorm weights and embeddings (one-dimensional or embedding)."""
@@ -69,10 +75,19 @@ def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.AdamW:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    cfg = parse_config(argv)
+    # One run at a time in output_dir; a folder holding another run needs --resume or --overwrite.
+    with claim_run_folder(
+        cfg.output_dir, entries=RUN_ENTRIES, resume=cfg.resume, overwrite=cfg.overwrite,
+        inputs={"init_from": cfg.init_from},
+    ):
+        return pretrain(cfg)
+
+
+def pretrain(cfg) -> dict[str, Any]:
     # ---------------------------------------------------------------------------------------------
     # config and distribution
     # ---------------------------------------------------------------------------------------------
-    cfg = parse_config(argv)
     transformers.utils.logging.disable_progress_bar()  # checkpoint writes would interleave with our bar
     backend = parallel.resolve_backend(cfg.parallel)
     out_dir = Path(cfg.output_dir)
@@ -320,4 +335,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_reporting_user_errors("pretrain.py", lambda: main(sys.argv[1:])))
