@@ -559,3 +559,29 @@ def test_finetune_vs_kmer_benchmark_smoke(shared_data, tmp_path):
     }
     assert expected <= set(result)
     assert result["test_windows_scored"] == len(pd.read_parquet(tmp_path / "task" / "test.parquet"))
+
+
+def test_second_run_into_a_used_folder_needs_overwrite(recipe, shared_data, tmp_path):
+    """A second fine-tuning run into a folder holding a finished one is refused (nothing of the first is
+    touched); --overwrite replaces it; a run in progress keeps others out."""
+    import hashlib
+
+    from genolm.errors import OutputPathError
+    from genolm.outputs import run_lock
+
+    data = shared_data / PGB / "poly_a.arabidopsis_thaliana"
+    args = ["--task", "classification", "--train", str(data / "train.csv"), "--max_train_samples", "32",
+            "--max_eval_samples", "16"]
+    out = tmp_path / "run"
+    run(recipe, out, *args)
+    digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(OutputPathError, match=rf"output_dir {out} holds another run \(config\.yaml, log\.jsonl, metrics\.json"):
+        run(recipe, out, *args, "--seed", "1")
+    with run_lock(out):
+        with pytest.raises(OutputPathError, match=rf"{out} is in use by another run"):
+            run(recipe, out, *args, "--seed", "1", "--overwrite")
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.rglob("*") if p.is_file()} == digests
+    metrics = run(recipe, out, *args, "--seed", "1", "--overwrite")
+    assert metrics["steps"] == 6 and (out / "model" / "config.json").exists()
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert sum(1 for r in log if r.get("step") == 3 and "loss" in r) == 1  # one run's lines, not two
