@@ -187,7 +187,8 @@ def test_sigkill_and_resume_gives_identical_losses(tmp_path, capsys):
     partial = [r["step"] for r in read_log(killed / "log.jsonl") if "loss" in r]
     assert max(partial) < 10
 
-    _load_recipe().main(_debug_args(killed, *common, "--resume"))  # in this process: the state is all on disk
+    with pytest.warns(UserWarning, match=rf"taking over the lock of run pid {process.pid}"):  # it died holding it
+        _load_recipe().main(_debug_args(killed, *common, "--resume"))  # in this process: the state is all on disk
     assert "resumed from" in capsys.readouterr().out
     got = {r["step"]: r["loss"] for r in read_log(killed / "log.jsonl") if "loss" in r}
     assert sorted(got) == list(range(1, 11))
