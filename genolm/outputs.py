@@ -161,8 +161,10 @@ def atomic_file(path: PathLike) -> Iterator[Path]:
             raise RuntimeError(f"nothing was written to {tmp} for {path}")
         _fsync(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         _remove(tmp)
+        if isinstance(err, OSError) and err.filename == str(tmp):
+            err.filename = str(path)  # name the output the user asked for, not our temporary
         raise
     _fsync(path.parent)
 

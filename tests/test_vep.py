@@ -524,6 +524,7 @@ def test_vep_on_a_full_disk_writes_nothing_and_says_so(tiny_mlm_dir, shared_data
     assert vep_cli(tiny_mlm_dir, shared_data, shared_data / "athaliana_chr5_tail.vcf", out) == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(errors) == 1 and errors[0].startswith("genolm: error: no space left on the device")
+    assert f"writing {out};" in errors[0]
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
 
 
