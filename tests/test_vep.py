@@ -588,3 +588,22 @@ def test_vep_names_a_corrupt_weights_file(tiny_mlm_dir, shared_data, tmp_path, c
     err = capsys.readouterr().err
     assert f"{weights}: cannot read the weights (corrupt or truncated safetensors file)" in err
     assert not out.exists()
+
+
+def test_vep_refuses_a_protein_esm_checkpoint(shared_data, tmp_path, capsys):
+    """ESM is a model type NT shares with protein models: the vocabulary must be a nucleotide k-mer one."""
+    from transformers import EsmConfig, EsmForMaskedLM, EsmTokenizer
+
+    folder = tmp_path / "protein_esm"
+    folder.mkdir()
+    amino = ["<cls>", "<pad>", "<eos>", "<unk>", *"LAGVSERTIDPKQNFYMHWC", "<mask>"]
+    (folder / "vocab.txt").write_text("".join(t + "\n" for t in amino))
+    config = EsmConfig(vocab_size=len(amino), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=16, max_position_embeddings=64, pad_token_id=1, mask_token_id=len(amino) - 1)
+    EsmForMaskedLM(config).save_pretrained(folder)
+    EsmTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
+    out = tmp_path / "scored.tsv"
+    assert vep_cli(folder, shared_data, shared_data / "athaliana_chr5_tail.vcf", out) == 2
+    err = capsys.readouterr().err
+    assert f"{folder}: the tokenizer is not a nucleotide k-mer vocabulary" in err and "25 tokens" in err
+    assert not out.exists()
