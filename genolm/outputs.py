@@ -150,9 +150,13 @@ def atomic_file(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` to write; on success it is fsync'ed and renamed to ``path``.
 
     On any error (or an interrupt) the temporary file is removed and ``path`` is left as it was. The parent
-    folder is created if needed.
+    folder is created if needed. A ``path`` that exists and is not a regular file (``/dev/null``, a named pipe)
+    is written directly.
     """
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        yield path
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path)
     try:

@@ -106,6 +106,13 @@ def test_atomic_file_error_keeps_the_previous_content_and_leaves_nothing(tmp_pat
     assert not (tmp_path / "new.tsv").exists() and leftovers(tmp_path) == []
 
 
+def test_atomic_file_writes_devices_and_pipes_directly():
+    with atomic_file("/dev/null") as target:
+        assert str(target) == "/dev/null"
+        target.write_text("discarded")
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+
+
 def test_atomic_folder_replaces_only_when_complete(tmp_path):
     out = tmp_path / "converted"
     with atomic_folder(out) as tmp:
