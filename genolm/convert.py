@@ -29,6 +29,7 @@ from .modeling_genolm import (
     GenoLMModel,
     GenoLMPreTrainedModel,
 )
+from .outputs import atomic_folder, check_outputs
 from .tokenization_genolm import GenoLMTokenizer, fit_model_max_length
 
 logger = logging.getLogger(__name__)
@@ -340,13 +341,18 @@ def max_logits_difference(model_a, model_b, batch: dict[str, torch.Tensor]) -> f
     return (logits_a[keep] - logits_b[keep]).abs().max().item()
 
 
-def esm_to_genolm(src: str | Path, dst: str | Path, verify: bool = True) -> GenoLMPreTrainedModel:
+def esm_to_genolm(
+    src: str | Path, dst: str | Path, verify: bool = True, overwrite: bool = False
+) -> GenoLMPreTrainedModel:
     """Convert a transformers ESM checkpoint folder (NT v1, AgroNT, or the NT-v2 Hub layout) to genolm.
 
     The converted model and a matching :class:`GenoLMTokenizer` are saved to ``dst`` only after the logits
-    match the source model's (within ``LOGITS_TOLERANCE``) where transformers can run the source.
+    match the source model's (within ``LOGITS_TOLERANCE``) where transformers can run the source. ``dst`` must
+    not be ``src`` nor lie inside it, and must be new or empty unless ``overwrite`` (then it is replaced); it
+    appears complete or not at all.
     """
     src, dst = Path(src), Path(dst)
+    check_outputs({}, {"src": src}, folders={"dst": dst}, overwrite=overwrite)
     esm_config = read_config_json(src)
     if esm_config.get("model_type") != "esm":
         raise InputDataError(f"{src / 'config.json'}: model_type is {esm_config.get('model_type')!r}, expected 'esm'")
@@ -405,9 +411,9 @@ def esm_to_genolm(src: str | Path, dst: str | Path, verify: bool = True) -> Geno
             "%s is an NT-v2 (SwiGLU) checkpoint, which transformers' EsmModel cannot run: weights were renamed "
             "without a logits comparison", src
         )
-    dst.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(dst)
-    tokenizer.save_pretrained(dst)
+    with atomic_folder(dst, overwrite=overwrite) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return model
 
 
@@ -422,11 +428,12 @@ def _compare(model_a, model_b, batch) -> float:
     return (a[keep] - b[keep]).abs().max().item()
 
 
-def genolm_to_esm(src: str | Path, dst: str | Path, verify: bool = True):
+def genolm_to_esm(src: str | Path, dst: str | Path, verify: bool = True, overwrite: bool = False):
     """Export a genolm checkpoint to transformers' ESM format (loads with plain transformers, no genolm).
 
     Writes the ESM model and an ``EsmTokenizer`` (``vocab.txt``) with the same ids. Refused with a clear
-    message for architectures ESM cannot express (SwiGLU / bias-free feed-forward, i.e. NT v2).
+    message for architectures ESM cannot express (SwiGLU / bias-free feed-forward, i.e. NT v2). ``dst`` follows
+    the rules of :func:`esm_to_genolm`.
     """
     from transformers import (
         EsmForMaskedLM,
@@ -436,6 +443,7 @@ def genolm_to_esm(src: str | Path, dst: str | Path, verify: bool = True):
     )
 
     src, dst = Path(src), Path(dst)
+    check_outputs({}, {"src": src}, folders={"dst": dst}, overwrite=overwrite)
     if read_config_json(src).get("model_type") != "genolm":
         raise InputDataError(f"{src / 'config.json'}: model_type is not 'genolm' (is this an ESM checkpoint?)")
     config = GenoLMConfig.from_pretrained(src)
@@ -476,10 +484,10 @@ def genolm_to_esm(src: str | Path, dst: str | Path, verify: bool = True):
         diff = _compare(source, esm_model, batch)
         if diff > LOGITS_TOLERANCE:
             raise ValueError(f"export of {src} to ESM does not reproduce its logits (max abs diff {diff:.3g})")
-    dst.mkdir(parents=True, exist_ok=True)
     esm_model.config._attn_implementation = "sdpa"
-    esm_model.save_pretrained(dst)
-    write_esm_tokenizer(tokenizer, dst)
+    with atomic_folder(dst, overwrite=overwrite) as tmp:
+        esm_model.save_pretrained(tmp)
+        write_esm_tokenizer(tokenizer, tmp)
     return esm_model
 
 

@@ -31,6 +31,7 @@ from .configuration_genolm import GenoLMConfig
 from .errors import ConfigError, InputDataError, OutputPathError
 from .genome import read_records
 from .modeling_genolm import GenoLMModel
+from .outputs import atomic_file, check_outputs
 from .parallel.devices import resolve_device, resolve_dtype
 from .tokenization_genolm import GenoLMTokenizer
 
@@ -192,17 +193,18 @@ def write_embeddings(
     out = Path(out)
     if out.suffix not in OUTPUT_SUFFIXES:
         raise OutputPathError(f"{out}: unsupported output format; use one of {', '.join(OUTPUT_SUFFIXES)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
     ids = list(embeddings)
     if out.suffix == ".npz":
-        np.savez(out, **embeddings)
+        with atomic_file(out) as tmp:
+            np.savez(tmp, **embeddings)
     elif out.suffix == ".npy":
         if any(embeddings[i].ndim != 1 for i in ids):
             raise ConfigError(
                 f"{out}: .npy holds pooled embeddings only; use .npz or .parquet with pool='none'"
             )
-        np.save(out, np.stack([embeddings[i] for i in ids]) if ids else np.zeros((0, 0), np.float32))
-        out.with_suffix(".ids.txt").write_text("".join(f"{i}\n" for i in ids))
+        with atomic_file(out) as tmp, atomic_file(out.with_suffix(".ids.txt")) as tmp_ids:
+            np.save(tmp, np.stack([embeddings[i] for i in ids]) if ids else np.zeros((0, 0), np.float32))
+            tmp_ids.write_text("".join(f"{i}\n" for i in ids))
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -213,7 +215,8 @@ def write_embeddings(
         pooled = not ids or embeddings[ids[0]].ndim == 1
         value_type = pa.list_(pa.float32()) if pooled else pa.list_(pa.list_(pa.float32()))
         columns["embedding"] = pa.array([embeddings[i].tolist() for i in ids], type=value_type)
-        pq.write_table(pa.table(columns), out)
+        with atomic_file(out) as tmp:
+            pq.write_table(pa.table(columns), tmp)
 
 
 def embed_fasta(
@@ -233,6 +236,11 @@ def embed_fasta(
     :func:`write_embeddings`). Returns ``{record id: array}``."""
     if out is not None and Path(out).suffix not in OUTPUT_SUFFIXES:
         raise OutputPathError(f"{out}: unsupported output format; use one of {', '.join(OUTPUT_SUFFIXES)}")
+    if out is not None:
+        outputs = {"--out": out}
+        if Path(out).suffix == ".npy":
+            outputs["record ids"] = Path(out).with_suffix(".ids.txt")
+        check_outputs(outputs, {"--fasta": fasta, "--model": checkpoint})
     records = {record_id: sequence.upper() for record_id, sequence in read_records(fasta)}
     model, tokenizer = load_encoder(checkpoint, device=device, dtype=dtype)
     embeddings = embed(

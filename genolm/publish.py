@@ -28,7 +28,8 @@ from typing import Any
 import yaml
 from huggingface_hub import HfApi
 
-from .errors import ConfigError, InputDataError, OutputPathError
+from .errors import ConfigError, InputDataError
+from .outputs import atomic_folder, check_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -370,12 +371,14 @@ def publish(
     metrics: str | Path | None = None,
     token: str | None = None,
     commit_message: str = "Upload model with genolm publish",
+    overwrite: bool = False,
 ) -> Path:
     """Write a Hub-ready folder for ``checkpoint`` to ``out_dir`` (and upload it with ``push=True``).
 
     Args:
         checkpoint: a genolm checkpoint folder (``config.json`` + weights + tokenizer files).
-        out_dir: the folder to write (created; files of the same name are replaced).
+        out_dir: the folder to write: new or empty, or replaced as a whole with ``overwrite``; it is filled
+            under a temporary name and appears complete or not at all.
         output_format: ``"genolm"`` or ``"esm"`` (transformers' ESM classes; NT v1 / AgroNT architectures).
         repo_id: ``user/name`` on the Hub; names the model in the card's usage snippet; needed by ``push``.
         push: upload ``out_dir`` to ``repo_id`` (created if missing) with ``huggingface_hub.HfApi``.
@@ -386,6 +389,7 @@ def publish(
         training_config, metrics: files to use instead of those found beside the checkpoint.
         token: Hub token (default: the one ``huggingface-cli login`` stored, or ``HF_TOKEN``).
         commit_message: message of the upload commit.
+        overwrite: replace an existing, non-empty ``out_dir``.
 
     Returns:
         ``out_dir``.
@@ -405,8 +409,12 @@ def publish(
         raise InputDataError(
             f"{checkpoint}: model_type is {raw.get('model_type')!r}; publish expects a genolm checkpoint"
         )
-    if out_dir.resolve() == checkpoint.resolve():
-        raise OutputPathError("out_dir must differ from the checkpoint folder")
+    check_outputs(
+        {},
+        {"checkpoint": checkpoint, "training_config": training_config, "metrics": metrics},
+        folders={"out_dir": out_dir},
+        overwrite=overwrite,
+    )
     metadata = read_training_metadata(checkpoint, training_config, metrics)
     info = checkpoint_info(checkpoint)
     if output_format == "esm":
@@ -416,30 +424,30 @@ def publish(
         esm_config_from_genolm(
             GenoLMConfig.from_pretrained(checkpoint)
         )  # refuses NT-v2 before writing anything
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if output_format == "esm":
-        from .convert import genolm_to_esm
+    with atomic_folder(out_dir, overwrite=overwrite) as tmp:  # complete, or not there at all
+        if output_format == "esm":
+            from .convert import genolm_to_esm
 
-        genolm_to_esm(checkpoint, out_dir)  # verifies the exported logits before saving
-    else:
-        _save_genolm(checkpoint, out_dir, info["architecture"])
-    for source in (metadata["config_file"], metadata["metrics_file"]):
-        if source is not None and not (out_dir / source.name).exists():
-            shutil.copyfile(source, out_dir / source.name)
-    if metadata["config"] and metadata["config_file"] is None:  # read from training_state.pt
-        (out_dir / "training_config.yaml").write_text(yaml.safe_dump(metadata["config"], sort_keys=False))
-        metadata["config_file"] = out_dir / "training_config.yaml"
-    model_id = repo_id or out_dir.name
-    card = model_card(
-        info,
-        metadata,
-        model_id=model_id,
-        output_format=output_format,
-        license=license,
-        datasets=list(datasets or []),
-        tags=list(dict.fromkeys(DEFAULT_TAGS + list(tags or []))),
-    )
-    (out_dir / "README.md").write_text(card)
+            genolm_to_esm(checkpoint, tmp, overwrite=True)  # verifies the exported logits before saving
+        else:
+            _save_genolm(checkpoint, tmp, info["architecture"])
+        for source in (metadata["config_file"], metadata["metrics_file"]):
+            if source is not None and not (tmp / source.name).exists():
+                shutil.copyfile(source, tmp / source.name)
+        if metadata["config"] and metadata["config_file"] is None:  # read from training_state.pt
+            (tmp / "training_config.yaml").write_text(yaml.safe_dump(metadata["config"], sort_keys=False))
+            metadata["config_file"] = tmp / "training_config.yaml"
+        model_id = repo_id or out_dir.name
+        card = model_card(
+            info,
+            metadata,
+            model_id=model_id,
+            output_format=output_format,
+            license=license,
+            datasets=list(datasets or []),
+            tags=list(dict.fromkeys(DEFAULT_TAGS + list(tags or []))),
+        )
+        (tmp / "README.md").write_text(card)
     logger.info("wrote %s (%s format)", out_dir, output_format)
     if push:
         push_to_hub(out_dir, repo_id, private=private, token=token, commit_message=commit_message)

@@ -19,6 +19,10 @@ stopping, then the best weights are restored, scored on validation and test, and
     model/                               best weights as a plain checkpoint + tokenizer (PEFT: merged)
     adapter/                             PEFT only: the best adapter (peft format) + tokenizer
 
+A folder that holds another run (any of these) is refused unless ``--overwrite`` (which removes them first); a
+lock file keeps a second run out while one is running. Each output is written under a temporary name and
+renamed when complete.
+
 Distribution: the runtime of ``recipes/pretrain.py`` (``genolm.parallel``; ``--parallel``): one process, data
 parallel (DDP) or FSDP2 under ``torchrun`` / ``accelerate launch``, or torch-xla SPMD FSDPv2 on TPUs (batches
 padded to ``max_length``); validation outputs are gathered from every process.
@@ -39,7 +43,7 @@ import torch
 from accelerate.utils import set_seed
 
 from genolm import parallel
-from genolm.errors import ConfigError
+from genolm.errors import ConfigError, run_reporting_user_errors
 from genolm.finetune import (
     Collator,
     EncodedDataset,
@@ -61,6 +65,7 @@ from genolm.finetune import (
     split_validation,
 )
 from genolm.finetune.metrics import json_safe
+from genolm.outputs import atomic_file, atomic_folder, claim_run_folder
 from genolm.recipe_config import config_from_args, save_yaml
 from genolm.training.flops import flops_per_token, peak_flops
 from genolm.training.metrics import JsonlLogger
@@ -336,7 +341,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
         metrics, table = best_validation if name == "validation" and best_validation else evaluate(name)
         results[name] = metrics
         if is_main and cfg.save_predictions:
-            table.to_parquet(out / f"predictions_{name}.parquet", index=False)
+            with atomic_file(out / f"predictions_{name}.parquet") as tmp:
+                table.to_parquet(tmp, index=False)
         say(f"best (step {best_step}) {name}: {summary(metrics)}")
 
     rt.wait_for_everyone()
@@ -344,8 +350,9 @@ def finetune(cfg: FinetuneConfig) -> dict:
     unwrapped = rt.unwrap(model)
     if is_main:
         if cfg.peft != "none":
-            unwrapped.save_pretrained(out / "adapter")
-            tokenizer.save_pretrained(out / "adapter")
+            with atomic_folder(out / "adapter", overwrite=True) as tmp:
+                unwrapped.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
             if cfg.merge_peft:
                 # merging is checked on a few validation inputs: the logits must not change
                 items = [
@@ -357,20 +364,31 @@ def finetune(cfg: FinetuneConfig) -> dict:
                     if k in ("input_ids", "attention_mask")
                 }
                 merged = merge_adapters(unwrapped, example)
-                merged.save_pretrained(out / "model")
-                tokenizer.save_pretrained(out / "model")
+                with atomic_folder(out / "model", overwrite=True) as tmp:
+                    merged.save_pretrained(tmp)
+                    tokenizer.save_pretrained(tmp)
         else:
-            unwrapped.save_pretrained(out / "model", state_dict=full_state)
-            tokenizer.save_pretrained(out / "model")
-        (out / "metrics.json").write_text(json.dumps(json_safe(results), indent=2) + "\n")
+            with atomic_folder(out / "model", overwrite=True) as tmp:
+                unwrapped.save_pretrained(tmp, state_dict=full_state)
+                tokenizer.save_pretrained(tmp)
+        with atomic_file(out / "metrics.json") as tmp:  # written last: its presence means the run finished
+            tmp.write_text(json.dumps(json_safe(results), indent=2) + "\n")
     rt.end()
     return json_safe(results)
 
 
+RUN_ENTRIES = (
+    "config.yaml", "log.jsonl", "metrics.json", "predictions_validation.parquet", "predictions_test.parquet",
+    "model", "adapter",
+)  # what makes output_dir hold a run
+
+
 def main(argv: list[str] | None = None) -> dict:
     cfg = config_from_args(FinetuneConfig, argv, description=__doc__.strip().splitlines()[0])
-    return finetune(cfg)
+    inputs = {"model": cfg.model, "train": cfg.train, "validation": cfg.validation, "test": cfg.test}
+    with claim_run_folder(cfg.output_dir, entries=RUN_ENTRIES, overwrite=cfg.overwrite, inputs=inputs):
+        return finetune(cfg)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_reporting_user_errors("finetune.py", lambda: main(sys.argv[1:])))

@@ -14,7 +14,9 @@ FSDP2) and TPU (SPMD FSDPv2).
 
 Each logging step appends one JSON line to ``OUTPUT_DIR/log.jsonl``. Checkpoints (Hugging Face model +
 tokenizer + optimizer/scheduler/RNG/data state) go to ``OUTPUT_DIR/checkpoints/step-*``; ``--resume``
-continues from the newest complete one with exactly the batches an uninterrupted run would see.
+continues from the newest complete one with exactly the batches an uninterrupted run would see. A folder that
+holds another run (a ``log.jsonl`` or ``checkpoints/``) is refused unless ``--resume`` or ``--overwrite`` (which
+removes the old run's log and checkpoints first); a lock file keeps a second run out while one is running.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ import torch
 import transformers
 
 from genolm import GenoLMConfig, GenoLMForMaskedLM, GenoLMTokenizer, parallel
+from genolm.errors import run_reporting_user_errors
+from genolm.outputs import claim_run_folder
 from genolm.training import (
     BatchStream,
     JsonlLogger,
@@ -55,12 +59,23 @@ from genolm.training.metrics import ThroughputMeter
 from genolm.training.mlm import mlm_loss_sum, mlm_loss_weight
 from genolm.training.optim import build_optimizer
 
+RUN_ENTRIES = ("log.jsonl", "checkpoints")  # what makes output_dir hold a run
+
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    cfg = parse_config(argv)
+    # One run at a time in output_dir; a folder holding another run needs --resume or --overwrite.
+    with claim_run_folder(
+        cfg.output_dir, entries=RUN_ENTRIES, resume=cfg.resume, overwrite=cfg.overwrite,
+        inputs={"init_from": cfg.init_from},
+    ):
+        return pretrain(cfg)
+
+
+def pretrain(cfg) -> dict[str, Any]:
     # ---------------------------------------------------------------------------------------------
     # config and distribution
     # ---------------------------------------------------------------------------------------------
-    cfg = parse_config(argv)
     transformers.utils.logging.disable_progress_bar()  # checkpoint writes would interleave with our bar
     backend = parallel.resolve_backend(cfg.parallel)
     out_dir = Path(cfg.output_dir)
@@ -322,4 +337,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_reporting_user_errors("pretrain.py", lambda: main(sys.argv[1:])))

@@ -276,3 +276,41 @@ def test_annotate_rejects_bad_output_labels_and_heads(
         main([*common, "--model", str(tiny_mlm_dir), "--out", str(tmp_path / "x.bed")]) == 2
     )  # masked-LM head
     assert "needs a *ForTokenClassification model" in capsys.readouterr().err
+
+
+def test_annotate_error_leaves_no_intervals_or_tracks(annotator_dir, genome_fasta, tokenizer, tmp_path, monkeypatch):
+    """A failure on the second sequence once left a GFF3 holding the first one only, and half-written tracks:
+    now neither the intervals nor any track appears."""
+    import genolm.inference.annotate as annotate_module
+
+    model = GenoLMForTokenClassification.from_pretrained(annotator_dir).eval()
+    real = annotate_module.predict_bases
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("out of accelerator memory")
+        yield from real(*args, **kwargs)
+
+    monkeypatch.setattr(annotate_module, "predict_bases", failing)
+    monkeypatch.setitem(sys.modules, "pyBigWig", None)  # bedGraph tracks
+    out, tracks = tmp_path / "ann.gff3", tmp_path / "tracks"
+    with pytest.raises(RuntimeError, match="accelerator memory"):
+        annotate_fasta(model, tokenizer, genome_fasta, out, bigwig_dir=tracks, window_tokens=WINDOW,
+                       stride_tokens=STRIDE)
+    assert calls == [1, 1] and sorted(p.name for p in tmp_path.iterdir()) == ["tracks"]
+    assert list(tracks.iterdir()) == []
+
+
+def test_annotate_refuses_an_output_that_is_its_input(annotator_dir, genome_fasta, tmp_path, capsys):
+    import hashlib
+    import shutil
+
+    fasta = tmp_path / "genome.gff3"  # a FASTA with an unlucky name, given as --out too
+    shutil.copy(genome_fasta, fasta)
+    before = hashlib.sha256(fasta.read_bytes()).hexdigest()
+    argv = ["annotate", "--model", str(annotator_dir), "--fasta", str(fasta), "--out", str(fasta), "--device", "cpu"]
+    assert main(argv) == 2
+    assert f"output --out {fasta} is also the input --fasta" in capsys.readouterr().err
+    assert hashlib.sha256(fasta.read_bytes()).hexdigest() == before

@@ -215,3 +215,60 @@ def test_model_max_length_is_kept_both_ways(tmp_path):
         assert GenoLMTokenizer.from_pretrained(tmp_path / f"genolm-{declared}").model_max_length == expected
         genolm_to_esm(tmp_path / f"genolm-{declared}", tmp_path / f"back-{declared}")
         assert EsmTokenizer.from_pretrained(tmp_path / f"back-{declared}").model_max_length == expected
+
+
+def _tree_digest(folder) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_convert_never_writes_over_or_inside_its_source(tmp_path, tiny_mlm_dir, capsys):
+    """`genolm convert genolm-to-esm X X` once overwrote the source checkpoint in place: refused now, before any
+    work, as is a destination inside the source or a non-empty destination (without overwrite=True)."""
+    import shutil
+
+    src = tmp_path / "ckpt"
+    shutil.copytree(tiny_mlm_dir, src)
+    before = _tree_digest(src)
+    assert main(["convert", "genolm-to-esm", str(src), str(src)]) == 2
+    assert f"output folder dst {src} is also the input src {src}" in capsys.readouterr().err
+    assert main(["convert", "genolm-to-esm", str(src), str(src / "esm")]) == 2
+    assert "lies inside the input folder src" in capsys.readouterr().err
+    assert _tree_digest(src) == before
+
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=rf"output folder dst {used} exists and is not empty"):
+        genolm_to_esm(src, used)
+    assert sorted(p.name for p in used.iterdir()) == ["notes.txt"]
+    genolm_to_esm(src, used, overwrite=True)
+    assert (used / "config.json").exists() and not (used / "notes.txt").exists()
+    assert _tree_digest(src) == before
+
+
+def test_failed_conversion_leaves_no_folder(tmp_path, tiny_mlm_dir, monkeypatch):
+    import genolm.convert as convert_module
+
+    def failing_tokenizer(tokenizer, dst):
+        (dst / "vocab.txt").write_text("<unk>\n")
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(convert_module, "write_esm_tokenizer", failing_tokenizer)
+    with pytest.raises(OSError, match="disk went away"):
+        genolm_to_esm(tiny_mlm_dir, tmp_path / "esm")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_convert_names_a_corrupt_weights_file(tmp_path, tiny_mlm_dir, capsys):
+    import shutil
+
+    src = tmp_path / "ckpt"
+    shutil.copytree(tiny_mlm_dir, src)
+    (src / "model.safetensors").write_bytes((src / "model.safetensors").read_bytes()[:200])
+    assert main(["convert", "genolm-to-esm", str(src), str(tmp_path / "esm")]) == 2
+    err = capsys.readouterr().err
+    assert f"{src / 'model.safetensors'}: not a readable safetensors file" in err
+    assert not (tmp_path / "esm").exists()

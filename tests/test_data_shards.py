@@ -91,3 +91,33 @@ def test_prepare_command(shared_data, tmp_path, capsys):
     metadata = json.loads((out / "genolm_shards.json").read_text())
     assert metadata["options"]["max_tokens"] == 500 and metadata["tokenizer"]["k"] == 6
     assert all(summary["train"][k]["rows"] > 0 for k in summary["train"])
+
+
+def test_prepare_failure_leaves_no_folder_and_overwrite_replaces(shared_data, tmp_path, tokenizer, monkeypatch):
+    """Shards are written into a temporary folder renamed at the end: a failure part-way leaves nothing at
+    OUT_DIR (nor a half-filled old one), and overwrite replaces the folder as a whole."""
+    import genolm.data.shards as shards_module
+
+    fasta = shared_data / "athaliana_chloroplast.fa"
+    real, calls = shards_module._write_shard, []
+
+    def failing(job):
+        calls.append(1)
+        real(job)  # the shard file is written, then the disk fails
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(shards_module, "_write_shard", failing)
+    out = tmp_path / "shards"
+    with pytest.raises(OSError, match="disk went away"):
+        prepare_shards(fasta, out, tokenizer, max_tokens=100, splits=("train",), num_shards=2, progress=False)
+    assert calls == [1] and list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    prepare_shards(fasta, out, tokenizer, max_tokens=100, splits=("train",), num_shards=2, progress=False,
+                   overwrite=True)
+    assert not (out / "stale.txt").exists() and (out / "genolm_shards.json").exists()
+    assert sum(1 for _ in genome_dataset(out, tokenizer, max_tokens=100)) > 0
+    with pytest.raises(ValueError, match=rf"output folder out_dir {fasta} is also the input sources"):
+        prepare_shards(fasta, fasta, tokenizer, max_tokens=100, progress=False, overwrite=True)

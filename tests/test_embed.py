@@ -112,3 +112,56 @@ def test_embed_from_esm_format_checkpoint(tiny_mlm_dir, encoder, records, tmp_pa
     got = embed(model, tokenizer, short, progress=False)["psbA_region"]
     expected = embed(*encoder, short, progress=False)["psbA_region"]
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_embed_refuses_its_input_and_leaves_nothing_after_an_error(tiny_mlm_dir, records, tmp_path, monkeypatch):
+    import hashlib
+
+    import genolm.embed as embed_module
+
+    fasta = _write_fasta(tmp_path / "in.fa", records)
+    before = sorted(p.name for p in tiny_mlm_dir.iterdir())
+    with pytest.raises(ValueError, match=rf"output --out {tiny_mlm_dir}/emb.npz lies inside the input folder --model"):
+        embed_fasta(tiny_mlm_dir, fasta, tiny_mlm_dir / "emb.npz", progress=False, device="cpu")
+    assert sorted(p.name for p in tiny_mlm_dir.iterdir()) == before
+    fasta_npz = tmp_path / "records.npz"  # a FASTA with an unlucky name
+    fasta_npz.write_bytes(fasta.read_bytes())
+    digest = hashlib.sha256(fasta_npz.read_bytes()).hexdigest()
+    with pytest.raises(ValueError, match=rf"output --out {fasta_npz} is also the input --fasta"):
+        embed_fasta(tiny_mlm_dir, fasta_npz, fasta_npz, progress=False, device="cpu")
+    assert hashlib.sha256(fasta_npz.read_bytes()).hexdigest() == digest
+
+    # .npy writes the matrix and its ids file together, or neither.
+    def failing_save(path, array):
+        with open(path, "wb") as handle:
+            handle.write(b"\x93NUMPY half")
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(embed_module.np, "save", failing_save)
+    with pytest.raises(OSError, match="disk went away"):
+        embed_fasta(tiny_mlm_dir, fasta, tmp_path / "out" / "emb.npy", max_tokens=40, progress=False, device="cpu")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
+
+
+def test_embed_on_a_full_disk_writes_nothing_and_says_so(tiny_mlm_dir, records, tmp_path, capsys):
+    import subprocess
+
+    from genolm.errors import run_reporting_user_errors
+
+    fasta = _write_fasta(tmp_path / "in.fa", records)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        out = disk / "emb.npz"
+        argv = ["embed", "--model", str(tiny_mlm_dir), "--fasta", str(fasta), "--out", str(out), "--pool", "none",
+                "--max-tokens", "40", "--device", "cpu", "--quiet"]
+        assert run_reporting_user_errors("genolm", lambda: main(argv)) == 1
+        errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+        assert len(errors) == 1 and errors[0].startswith("genolm embed: error: no space left on the device")
+        assert f"writing {out};" in errors[0]
+        assert list(disk.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

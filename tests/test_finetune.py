@@ -585,3 +585,29 @@ def test_peft_defaults_need_no_target_modules(method):
     batch = torch.randint(6, 4100, (2, 12))
     peft_model(input_ids=batch).logits.sum().backward()
     assert all(p.grad is not None for n, p in peft_model.named_parameters() if marker in n)
+
+
+def test_second_run_into_a_used_folder_needs_overwrite(recipe, shared_data, tmp_path):
+    """A second fine-tuning run into a folder holding a finished one is refused (nothing of the first is
+    touched); --overwrite replaces it; a run in progress keeps others out."""
+    import hashlib
+
+    from genolm.errors import OutputPathError
+    from genolm.outputs import run_lock
+
+    data = shared_data / PGB / "poly_a.arabidopsis_thaliana"
+    args = ["--task", "classification", "--train", str(data / "train.csv"), "--max_train_samples", "32",
+            "--max_eval_samples", "16"]
+    out = tmp_path / "run"
+    run(recipe, out, *args)
+    digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(OutputPathError, match=rf"output_dir {out} holds another run \(config\.yaml, log\.jsonl, metrics\.json"):
+        run(recipe, out, *args, "--seed", "1")
+    with run_lock(out):
+        with pytest.raises(OutputPathError, match=rf"{out} is in use by another run"):
+            run(recipe, out, *args, "--seed", "1", "--overwrite")
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.rglob("*") if p.is_file()} == digests
+    metrics = run(recipe, out, *args, "--seed", "1", "--overwrite")
+    assert metrics["steps"] == 6 and (out / "model" / "config.json").exists()
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert sum(1 for r in log if r.get("step") == 3 and "loss" in r) == 1  # one run's lines, not two

@@ -169,3 +169,34 @@ def test_ism_rejects_bad_regions(tiny_mlm_dir, shared_data, tmp_path, capsys):
     assert "START <= END" in capsys.readouterr().err
     assert main([*common, f"{CHLOROPLAST}:154470-154479"]) == 2
     assert "past the end" in capsys.readouterr().err
+
+
+def test_ism_output_discipline(tiny_mlm_dir, shared_data, tmp_path, capsys, monkeypatch):
+    """ism once crashed on a missing output folder after all the computing: the folder is created now. An
+    output that is the FASTA is refused before computing, and a failing plot leaves neither table nor plot."""
+    import hashlib
+
+    fasta = tmp_path / "cp.fa"
+    fasta.write_bytes((shared_data / "athaliana_chloroplast.fa").read_bytes())
+    common = ["ism", "--model", str(tiny_mlm_dir), "--fasta", str(fasta), "--region", f"{CHLOROPLAST}:1435-1446",
+              "--window-tokens", str(WINDOW), "--device", "cpu", "--quiet"]
+    out = tmp_path / "new" / "deeper" / "ism.tsv"
+    assert main([*common, "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 1 + 12 * 3
+
+    before = hashlib.sha256(fasta.read_bytes()).hexdigest()
+    assert main([*common, "--out", str(fasta)]) == 2
+    err = capsys.readouterr().err
+    assert f"output --out {fasta} is also the input --fasta" in err
+    assert hashlib.sha256(fasta.read_bytes()).hexdigest() == before
+
+    import genolm.inference.ism as ism_module
+
+    def broken_plot(*args, **kwargs):
+        raise RuntimeError("matplotlib fell over")
+
+    monkeypatch.setattr(ism_module, "plot_ism", broken_plot)
+    folder = tmp_path / "plotted"
+    with pytest.raises(RuntimeError, match="fell over"):
+        main([*common, "--out", str(folder / "ism.tsv"), "--plot", str(folder / "ism.png")])
+    assert list(folder.iterdir()) == []

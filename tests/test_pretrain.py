@@ -200,7 +200,8 @@ def test_sigkill_and_resume_gives_identical_losses(tmp_path, capsys):
     partial = [r["step"] for r in read_log(killed / "log.jsonl") if "loss" in r]
     assert max(partial) < 10
 
-    _load_recipe().main(_debug_args(killed, *common, "--resume"))  # in this process: the state is all on disk
+    with pytest.warns(UserWarning, match=rf"taking over the lock of run pid {process.pid}"):  # it died holding it
+        _load_recipe().main(_debug_args(killed, *common, "--resume"))  # in this process: the state is all on disk
     assert "resumed from" in capsys.readouterr().out
     got = {r["step"]: r["loss"] for r in read_log(killed / "log.jsonl") if "loss" in r}
     assert sorted(got) == list(range(1, 11))
@@ -341,3 +342,51 @@ def test_device_kind_maps_runtime_names_to_the_peak_table(raw, kind, peak):
 
     assert device_kind(raw) == kind
     assert (peak_flops(kind) if kind else None) == peak
+
+
+def test_second_run_into_a_used_folder_needs_resume_or_overwrite(tmp_path):
+    """A second run into a used output_dir once pruned its checkpoints against the old run's higher steps,
+    printed a deleted checkpoint and overwrote log.jsonl: it is refused now, `--overwrite` starts clean, and a
+    run in progress keeps others out."""
+    import hashlib
+
+    from genolm.errors import ConfigError, OutputPathError
+    from genolm.outputs import run_lock
+
+    recipe = _load_recipe()
+    out = tmp_path / "run"
+    recipe.main(_debug_args(out, "--max_steps", "6", "--checkpoint_every", "3"))
+    log_digest = hashlib.sha256((out / "log.jsonl").read_bytes()).hexdigest()
+    old = [p.name for p in ckpt.list_checkpoints(out / "checkpoints")]
+    assert old == ["step-00000003", "step-00000006"]
+
+    with pytest.raises(OutputPathError, match=rf"output_dir {out} holds another run \(log\.jsonl, checkpoints\).*--resume.*--overwrite"):
+        recipe.main(_debug_args(out, "--max_steps", "2", "--checkpoint_every", "1"))
+    assert hashlib.sha256((out / "log.jsonl").read_bytes()).hexdigest() == log_digest
+    assert [p.name for p in ckpt.list_checkpoints(out / "checkpoints")] == old
+    with pytest.raises(ConfigError, match="pass one"):
+        recipe.main(_debug_args(out, "--resume", "--overwrite"))
+
+    with run_lock(out):  # a run in progress
+        with pytest.raises(OutputPathError, match=rf"{out} is in use by another run \(host \S+, pid {os.getpid()}"):
+            recipe.main(_debug_args(out, "--overwrite"))
+    assert [p.name for p in ckpt.list_checkpoints(out / "checkpoints")] == old
+
+    summary = recipe.main(_debug_args(out, "--max_steps", "2", "--checkpoint_every", "1", "--overwrite"))
+    assert [p.name for p in ckpt.list_checkpoints(out / "checkpoints")] == ["step-00000001", "step-00000002"]
+    assert Path(summary["checkpoint"]).is_dir() and summary["checkpoint"].endswith("step-00000002")
+    assert [r["step"] for r in read_log(out / "log.jsonl") if "loss" in r] == [1, 2]
+    assert not (out / ".genolm.lock").exists()
+
+
+def test_overwrite_keeps_an_init_checkpoint_inside_the_old_run(tmp_path):
+    """--overwrite would delete checkpoints/ while --init_from points into it: refused, nothing removed."""
+    from genolm.errors import OutputPathError
+
+    recipe = _load_recipe()
+    out = tmp_path / "run"
+    recipe.main(_debug_args(out, "--max_steps", "2", "--checkpoint_every", "2"))
+    init = out / "checkpoints" / "step-00000002"
+    with pytest.raises(OutputPathError, match=rf"--overwrite would remove {out}/checkpoints, which holds the input init_from"):
+        recipe.main(_debug_args(out, "--overwrite", "--init_from", str(init)))
+    assert ckpt.checkpoint_problem(init) is None

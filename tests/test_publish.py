@@ -170,3 +170,39 @@ def test_published_tokenizer_carries_the_model_limit(run_dir, tmp_path, output_f
     out = publish(run_dir, tmp_path / "hub", output_format=output_format)
     config = AutoConfig.from_pretrained(out)
     assert AutoTokenizer.from_pretrained(out).model_max_length == config.max_position_embeddings - 2 == 1024
+
+
+def test_publish_refuses_its_checkpoint_and_used_folders(run_dir, tmp_path, monkeypatch):
+    """The published folder may not be (or lie inside) the checkpoint, a non-empty folder is replaced only with
+    overwrite=True, and a failure part-way leaves no half-written folder."""
+    import hashlib
+
+    def digest(folder):
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    before = digest(run_dir)
+    with pytest.raises(ValueError, match=rf"output folder out_dir {run_dir}/hub lies inside the input folder checkpoint"):
+        publish(run_dir, run_dir / "hub")
+    assert digest(run_dir) == before
+
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match=rf"output folder out_dir {used} exists and is not empty.*--overwrite"):
+        publish(run_dir, used)
+    assert [p.name for p in used.iterdir()] == ["keep.txt"]
+
+    import genolm.publish as publish_module
+
+    def broken_card(*args, **kwargs):
+        raise RuntimeError("card template broke")
+
+    monkeypatch.setattr(publish_module, "model_card", broken_card)
+    with pytest.raises(RuntimeError, match="card template"):
+        publish(run_dir, used, overwrite=True)
+    assert [p.name for p in used.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".genolm-tmp")) == []
+    monkeypatch.undo()
+    out = publish(run_dir, used, overwrite=True)
+    assert (out / "README.md").exists() and not (out / "keep.txt").exists()
+    assert digest(run_dir) == before

@@ -231,7 +231,9 @@ def test_make_task_files_load_in_finetuning(shared_data, chr5_fasta, tmp_path):
         "cds_tokens",
         tokens,
         window=600,
+        overwrite=True,  # the folder holds the CSV task: replaced as a whole
     )
+    assert sorted(p.name for p in tokens.iterdir()) == ["task.json", "test.parquet", "train.parquet", "validation.parquet"]
     token_records = data.load_records(tokens / "train.parquet")
     token_spec = data.LabelSpec.fit("token_classification", token_records)
     encoded = token_spec.encode(token_records)
@@ -274,3 +276,31 @@ def test_mismatched_fasta_and_gff3_is_an_error(shared_data):
         build_task(shared_data / "athaliana_chloroplast.fa", shared_data / "athaliana_chr5_tail.gff3", "promoters")
     with pytest.raises(ValueError, match="unknown task"):
         build_task(shared_data / "athaliana_chloroplast.fa", shared_data / "athaliana_chloroplast.gff3", "enhancers")
+
+
+def test_make_task_output_folder_is_checked_first_and_written_whole(shared_data, tmp_path, monkeypatch):
+    """A used output folder is refused before any work (overwrite=True replaces it); an output inside the
+    inputs is refused; a failure part-way leaves no folder."""
+    import genolm.data.tasks as tasks_module
+    from genolm.errors import OutputPathError
+
+    fasta, gff3 = shared_data / "athaliana_chloroplast.fa", shared_data / "athaliana_chloroplast.gff3"
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "notes.txt").write_text("mine")
+    built = []
+    monkeypatch.setattr(tasks_module, "build_task", lambda *a, **k: built.append(1))
+    with pytest.raises(OutputPathError, match=rf"output folder out_dir {used} exists and is not empty"):
+        make_task(fasta, gff3, "cds_tokens", used, window=600)
+    with pytest.raises(OutputPathError, match=rf"output folder out_dir {fasta} is also the input fasta"):
+        make_task(fasta, gff3, "cds_tokens", fasta, window=600, overwrite=True)
+    assert built == [] and [p.name for p in used.iterdir()] == ["notes.txt"]
+    monkeypatch.undo()
+
+    def failing_write(*args, **kwargs):
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(tasks_module, "_write_task", failing_write)
+    with pytest.raises(OSError, match="disk went away"):
+        make_task(fasta, gff3, "cds_tokens", tmp_path / "new", window=600)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["used"]

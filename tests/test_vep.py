@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -366,3 +369,241 @@ def test_score_variants_requires_a_window_the_model_takes(mlm, chloroplast):
         score_variants(model, tokenizer, chloroplast, [SNV(CHLOROPLAST, 10, "A", "C")], window_tokens=5000)
     with torch.inference_mode():
         assert check_variant(chloroplast, SNV(CHLOROPLAST, 154_478, "A", "C")) == "pos_out_of_range"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Output discipline and real-world VCFs
+# ----------------------------------------------------------------------------------------------------------
+def sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def chr5_vcf(shared_data: Path, edit) -> tuple[list[str], list[list[str]]]:
+    """The real Chr5 VCF's header lines and records (split at tabs), after ``edit(header, records)``."""
+    source = (shared_data / "athaliana_chr5_tail.vcf").read_text().splitlines(keepends=True)
+    header = [line for line in source if line.startswith("#")]
+    records = [line.split("\t") for line in source if not line.startswith("#")]
+    edit(header, records)
+    return header, records
+
+
+def vep_cli(model_dir, shared_data, vcf, out, *extra) -> int:
+    from genolm.errors import run_reporting_user_errors
+
+    argv = ["vep", "--model", str(model_dir), "--fasta", str(shared_data / "athaliana_chr5_tail.fa.gz"),
+            "--vcf", str(vcf), "--out", str(out), "--window-tokens", str(WINDOW), "--device", "cpu", "--quiet",
+            *extra]
+    return run_reporting_user_errors("genolm", lambda: main(argv))
+
+
+def test_vep_refuses_to_write_over_its_input(tiny_mlm_dir, shared_data, tmp_path, capsys):
+    """`--out X --vcf X` once destroyed the input VCF (3,078 records left as 109): now refused before any
+    computing, the input byte for byte unchanged."""
+    vcf = tmp_path / "calls.vcf"
+    vcf.write_bytes((shared_data / "athaliana_chr5_tail.vcf").read_bytes())
+    before = sha256(vcf)
+    assert vep_cli(tiny_mlm_dir, shared_data, vcf, tmp_path / "." / "calls.vcf") == 2
+    err = capsys.readouterr().err
+    assert "is also the input --vcf" in err and str(vcf) in err and len(err.strip().splitlines()) == 1
+    assert sha256(vcf) == before
+
+
+def _symbolic(header, records):
+    records[1][4] = "<DEL>"
+    records[1][7] = f"SVTYPE=DEL;END={int(records[1][1]) + 100}"
+    records[2][4] = "<INS>"  # no END: htslib adds one
+
+
+def _undeclared_info(header, records):
+    records[3][7] += ";CALLER=gatk"
+    records[4][7] += ";SOMATIC"
+
+
+def _undeclared_filter(header, records):
+    records[5][6] = "lowDepth"
+
+
+def _genolm_llr_of_another_type(header, records):
+    header.insert(1, '##INFO=<ID=GENOLM_LLR,Number=1,Type=String,Description="an older tool">\n')
+    records[6][7] += ";GENOLM_LLR=high"
+
+
+@pytest.mark.parametrize(
+    "edit", [_symbolic, _undeclared_info, _undeclared_filter, _genolm_llr_of_another_type],
+    ids=["symbolic_alt", "undeclared_info", "undeclared_filter", "genolm_llr_string"],
+)
+@pytest.mark.parametrize("suffix", [".vcf", ".vcf.gz"])
+def test_vep_writes_every_record_of_real_world_vcfs(tiny_mlm_dir, shared_data, tmp_path, edit, suffix):
+    """Symbolic ALTs, INFO keys and FILTERs the header does not declare, and a GENOLM_LLR of another type made
+    htslib fail mid-file ("Can't write record") and left a truncated output: now every record comes out, in
+    order, with its fields."""
+    header, records = chr5_vcf(shared_data, edit)
+    vcf = tmp_path / "edited.vcf"
+    vcf.write_text("".join(header) + "".join("\t".join(r) for r in records))
+    out = tmp_path / f"scored{suffix}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = run_vep(tiny_mlm_dir, shared_data / "athaliana_chr5_tail.fa.gz", vcf, out,
+                         window_tokens=WINDOW, device="cpu", progress=False)
+    assert report.records == len(records) == 45
+    with pysam.VariantFile(str(out)) as scored:
+        assert scored.header.info["GENOLM_LLR"].type == "Float" and scored.header.info["GENOLM_LLR"].number == "A"
+        output = list(scored)
+    assert [(r.chrom, r.pos, r.ref, ",".join(r.alts)) for r in output] == [
+        (r[0], int(r[1]), r[3], r[4]) for r in records
+    ]
+    assert [r.filter.keys() for r in output] == [r[6].split(";") for r in records]
+    for record, row in zip(output, records):
+        symbolic = row[4].startswith("<")
+        if symbolic or len(row[3]) != 1 or len(row[4]) != 1:
+            assert record.info["GENOLM_SKIP"] == "not_snv" and "GENOLM_LLR" not in record.info
+        else:
+            assert "GENOLM_SKIP" not in record.info and np.isfinite(record.info["GENOLM_LLR"][0])
+    if edit is _undeclared_info:
+        assert output[3].info["CALLER"] == ("gatk",) and output[4].info["SOMATIC"] is True
+    if edit is _symbolic:
+        assert output[1].stop == int(records[1][1]) + 100 and output[1].info["SVTYPE"] == ("DEL",)
+    if edit is _genolm_llr_of_another_type:
+        assert np.isfinite(output[6].info["GENOLM_LLR"][0])
+        assert any("INFO GENOLM_LLR is declared Number=1,Type=String; replacing" in str(w.message) for w in caught)
+
+
+def test_vep_reads_plain_gzip_vcf(tiny_mlm_dir, shared_data, tmp_path):
+    """A VCF compressed with gzip (not bgzip) gave a NotImplementedError traceback: it is read through Python's
+    gzip now."""
+    import gzip
+
+    vcf = tmp_path / "calls.vcf.gz"
+    with gzip.open(vcf, "wb") as handle:
+        handle.write((shared_data / "athaliana_chr5_tail.vcf").read_bytes())
+    out = tmp_path / "scored.tsv"
+    report = run_vep(tiny_mlm_dir, shared_data / "athaliana_chr5_tail.fa.gz", vcf, out,
+                     window_tokens=WINDOW, device="cpu", progress=False)
+    assert report.records == 45 and report.scored == 36 and len(read_tsv(out)) == 45
+
+
+def test_vep_error_midway_leaves_nothing_at_the_output(tiny_mlm_dir, shared_data, tmp_path, monkeypatch):
+    import genolm.inference.vep as vep_module
+
+    calls = []
+    real = vep_module.score_variants
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the accelerator fell over")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vep_module, "score_variants", failing)
+    out = tmp_path / "scored.vcf.gz"
+    with pytest.raises(RuntimeError, match="fell over"):
+        run_vep(tiny_mlm_dir, shared_data / "athaliana_chr5_tail.fa.gz", shared_data / "athaliana_chr5_tail.vcf",
+                out, window_tokens=WINDOW, device="cpu", chunk_records=10, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs, filled up to its last 8 KiB (needs root; skipped where mounting is impossible)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        (disk / "filler").write_bytes(b"\0" * (256 - 8) * 1024)
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_vep_on_a_full_disk_writes_nothing_and_says_so(tiny_mlm_dir, shared_data, small_disk, capsys):
+    out = small_disk / "scored.vcf"
+    assert vep_cli(tiny_mlm_dir, shared_data, shared_data / "athaliana_chr5_tail.vcf", out) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith("genolm vep: error: no space left on the device")
+    assert f"writing {out};" in errors[0]
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Which checkpoints vep/ism/annotate take
+# ----------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A tiny English BERT masked LM with a WordPiece vocabulary (built here, nothing downloaded)."""
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("bert")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "##s", "a", "c", "g", "t"]
+    (folder / "vocab.txt").write_text("".join(w + "\n" for w in words))
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
+    config = BertConfig(vocab_size=len(words), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=16, max_position_embeddings=64)
+    torch.manual_seed(0)
+    BertForMaskedLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_vep_and_ism_refuse_a_bert_checkpoint(tiny_bert_dir, shared_data, tmp_path, capsys):
+    out = tmp_path / "scored.tsv"
+    assert vep_cli(tiny_bert_dir, shared_data, shared_data / "athaliana_chr5_tail.vcf", out) == 2
+    err = capsys.readouterr().err
+    assert "model type 'bert' with a 15-token WordPiece vocabulary is not a nucleotide k-mer model" in err
+    assert str(tiny_bert_dir) in err and not out.exists()
+    code = main(["ism", "--model", str(tiny_bert_dir), "--fasta", str(shared_data / "athaliana_chloroplast.fa"),
+                 "--region", "NC_000932.1:1-30", "--out", str(out), "--device", "cpu", "--quiet"])
+    assert code == 2 and "model type 'bert'" in capsys.readouterr().err and not out.exists()
+
+
+def test_vep_refuses_tokenizer_and_model_of_different_vocabularies(tiny_mlm_dir, shared_data, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "mixed"
+    shutil.copytree(tiny_mlm_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    from genolm import GenoLMConfig, GenoLMForMaskedLM
+
+    config.pop("architectures", None)
+    GenoLMForMaskedLM(GenoLMConfig(**{**config, "vocab_size": 30522})).save_pretrained(folder)
+    out = tmp_path / "scored.tsv"
+    assert vep_cli(folder, shared_data, shared_data / "athaliana_chr5_tail.vcf", out) == 2
+    err = capsys.readouterr().err
+    assert f"{folder}: the model has a 30522-token vocabulary but the tokenizer has 4107 tokens" in err
+    assert not out.exists()
+
+
+def test_vep_names_a_corrupt_weights_file(tiny_mlm_dir, shared_data, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "corrupt"
+    shutil.copytree(tiny_mlm_dir, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    out = tmp_path / "scored.tsv"
+    assert vep_cli(folder, shared_data, shared_data / "athaliana_chr5_tail.vcf", out) == 2
+    err = capsys.readouterr().err
+    assert f"{weights}: cannot read the weights (corrupt or truncated safetensors file)" in err
+    assert not out.exists()
+
+
+def test_vep_refuses_a_protein_esm_checkpoint(shared_data, tmp_path, capsys):
+    """ESM is a model type NT shares with protein models: the vocabulary must be a nucleotide k-mer one."""
+    from transformers import EsmConfig, EsmForMaskedLM, EsmTokenizer
+
+    folder = tmp_path / "protein_esm"
+    folder.mkdir()
+    amino = ["<cls>", "<pad>", "<eos>", "<unk>", *"LAGVSERTIDPKQNFYMHWC", "<mask>"]
+    (folder / "vocab.txt").write_text("".join(t + "\n" for t in amino))
+    config = EsmConfig(vocab_size=len(amino), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=16, max_position_embeddings=64, pad_token_id=1, mask_token_id=len(amino) - 1)
+    EsmForMaskedLM(config).save_pretrained(folder)
+    EsmTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
+    out = tmp_path / "scored.tsv"
+    assert vep_cli(folder, shared_data, shared_data / "athaliana_chr5_tail.vcf", out) == 2
+    err = capsys.readouterr().err
+    assert f"{folder}: the tokenizer is not a nucleotide k-mer vocabulary" in err and "25 tokens" in err
+    assert not out.exists()

@@ -42,6 +42,7 @@ from genolm.data.windows import (
 )
 from genolm.errors import ConfigError
 from genolm.genome.fasta import GenomeDataError
+from genolm.outputs import atomic_folder, check_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +201,10 @@ def prepare_shards(
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}; expected some of {SPLITS}")
     out_dir = Path(out_dir)
+    check_outputs(
+        {}, {"sources": sources if isinstance(sources, (str, os.PathLike)) else None},
+        folders={"out_dir": out_dir}, overwrite=True,
+    )
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise GenomeDataError(f"{out_dir}: output folder is not empty (pass overwrite=True / --overwrite)")
     base = WindowOptions(max_tokens=max_tokens, stride=stride, num_shards=num_shards, **window_options)
@@ -251,29 +256,31 @@ def prepare_shards(
                     }
                 )
         metadata["splits"][split] = split_meta
-    out_dir.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(jobs), unit="shard", desc="tokenising", disable=not progress)
-    results: list[tuple[tuple[str, str], dict]] = []
-    try:
-        if num_proc > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(max_workers=num_proc) as pool:
-                for job, result in zip(jobs, pool.map(_write_shard, jobs), strict=True):
-                    results.append((job["key"], result))
+    with atomic_folder(out_dir, overwrite=overwrite) as work:  # the folder appears complete, or not at all
+        for job in jobs:
+            job["path"] = work / job["path"].relative_to(out_dir)
+        bar = tqdm(total=len(jobs), unit="shard", desc="tokenising", disable=not progress)
+        results: list[tuple[tuple[str, str], dict]] = []
+        try:
+            if num_proc > 1 and len(jobs) > 1:
+                with ProcessPoolExecutor(max_workers=num_proc) as pool:
+                    for job, result in zip(jobs, pool.map(_write_shard, jobs), strict=True):
+                        results.append((job["key"], result))
+                        bar.update(1)
+            else:
+                for job in jobs:
+                    results.append((job["key"], _write_shard(job)))
                     bar.update(1)
-        else:
-            for job in jobs:
-                results.append((job["key"], _write_shard(job)))
-                bar.update(1)
-    finally:
-        bar.close()
-    for (split, key), result in results:
-        if result["rows"]:
-            meta = metadata["splits"][split][key]
-            meta["files"].append(os.path.relpath(result["path"], out_dir))
-            meta["rows"] = meta.get("rows", 0) + result["rows"]
-            meta["tokens"] = meta.get("tokens", 0) + result["tokens"]
-    with open(out_dir / METADATA_FILE, "w", encoding="utf-8") as fh:
-        json.dump(metadata, fh, indent=2)
+        finally:
+            bar.close()
+        for (split, key), result in results:
+            if result["rows"]:
+                meta = metadata["splits"][split][key]
+                meta["files"].append(os.path.relpath(result["path"], work))
+                meta["rows"] = meta.get("rows", 0) + result["rows"]
+                meta["tokens"] = meta.get("tokens", 0) + result["tokens"]
+        with open(work / METADATA_FILE, "w", encoding="utf-8") as fh:
+            json.dump(metadata, fh, indent=2)
     return metadata
 
 

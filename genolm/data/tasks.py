@@ -58,6 +58,7 @@ import pandas as pd
 from ..errors import ConfigError, InputDataError
 from ..genome import GFF3, Region, Transcript, read_records, reverse_complement
 from ..genome.gff3 import MIN_INTRON_LENGTH
+from ..outputs import atomic_folder, check_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -675,19 +676,31 @@ def make_task(
     out_dir: str | Path,
     *,
     file_format: str = "parquet",
+    overwrite: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
     """Build a task (:func:`build_task`) and write ``train``, ``validation`` and ``test`` files plus
     ``task.json`` (schema, label names, row counts, options) to ``out_dir``.
+
+    ``out_dir`` must be new or empty unless ``overwrite`` (it is then replaced as a whole); it is filled under
+    a temporary name and appears complete or not at all.
 
     ``file_format`` is ``"parquet"`` (default) or ``"csv"``; in CSV the per-nucleotide ``labels`` of
     ``cds_tokens`` are written as JSON lists (``[0,0,2,...]``). Returns the ``task.json`` content.
     """
     if file_format not in ("parquet", "csv"):
         raise ConfigError(f"file_format must be 'parquet' or 'csv', got {file_format!r}")
-    table = build_task(fasta, gff3, task, **options)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_outputs({}, {"fasta": fasta, "gff3": gff3}, folders={"out_dir": out_dir}, overwrite=overwrite)
+    table = build_task(fasta, gff3, task, **options)
+    with atomic_folder(out_dir, overwrite=overwrite) as tmp:
+        info = _write_task(table, tmp, fasta, gff3, task, file_format, options)
+    return info
+
+
+def _write_task(
+    table, out_dir: Path, fasta, gff3, task: str, file_format: str, options: dict[str, Any]
+) -> dict[str, Any]:
     label_column = "labels" if task == "cds_tokens" else "label"
     names = label_names(task, options.get("sites", "both"))
     counts: dict[str, dict[str, int]] = {}

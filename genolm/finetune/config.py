@@ -92,6 +92,9 @@ class FinetuneConfig:
 
     # --- optimisation -------------------------------------------------------------------------------------
     output_dir: str = option("runs/finetune", "where checkpoints, metrics.json and predictions go")
+    overwrite: bool = option(
+        False, "replace the run already in output_dir (its log, metrics, predictions, model/ and adapter/)"
+    )
     seed: int = option(0, "seed of the head initialisation, the validation split and data order")
     max_steps: int = option(1000, "optimizer steps (upper bound when early stopping)")
     epochs: float | None = option(None, "if set, train this many passes over the data instead of max_steps")

@@ -26,6 +26,7 @@ bases are written at once, so memory holds a few windows, not a chromosome.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -40,6 +41,7 @@ from tqdm.auto import tqdm
 from .. import defaults
 from ..errors import ConfigError, InputDataError, OutputPathError
 from ..genome import iter_records, sequence_lengths
+from ..outputs import atomic_file, check_outputs
 from .genome import IS_BASE_BYTE
 from .scoring import KmerTable, encode_windows, load_model, max_window_tokens
 
@@ -317,9 +319,13 @@ class _IntervalCaller:
 
 
 class _TrackWriter:
-    """Per-label probability tracks: bigWig through pyBigWig when it is installed, else bedGraph."""
+    """Per-label probability tracks: bigWig through pyBigWig when it is installed, else bedGraph. Each file is
+    written under a temporary name entered on ``stack`` (see :func:`genolm.outputs.atomic_file`): renamed into
+    place when the stack closes normally, removed when it unwinds on an error."""
 
-    def __init__(self, directory: Path, labels: list[str], lengths: dict[str, int]):
+    def __init__(
+        self, directory: Path, labels: list[str], lengths: dict[str, int], stack: contextlib.ExitStack
+    ):
         directory.mkdir(parents=True, exist_ok=True)
         self.labels = labels
         try:
@@ -333,11 +339,11 @@ class _TrackWriter:
         for label in labels:
             if self.bigwig:
                 path = directory / f"{label}.bw"
-                handle = pyBigWig.open(str(path), "w")
+                handle = pyBigWig.open(str(stack.enter_context(atomic_file(path))), "w")
                 handle.addHeader(list(lengths.items()), maxZooms=10)
             else:
                 path = directory / f"{label}.bedGraph"
-                handle = open(path, "w")
+                handle = stack.enter_context(open(stack.enter_context(atomic_file(path)), "w"))
                 handle.write(f'track type=bedGraph name="{label}" description="genolm P({label})"\n')
             self.handles.append(handle)
             self.paths.append(path)
@@ -451,12 +457,14 @@ def annotate_fasta(
     if unknown:
         raise ConfigError(f"skip_labels {sorted(unknown)} are not labels of the model ({', '.join(labels)})")
     multi_label = getattr(config, "problem_type", None) == "multi_label_classification"
+    check_outputs({"--out": out}, {"--fasta": fasta}, folders={"--bigwig-dir": bigwig_dir}, overwrite=True)
     lengths = sequence_lengths(fasta)
-    tracks = _TrackWriter(Path(bigwig_dir), labels, lengths) if bigwig_dir else None
     report = AnnotateReport(intervals={name: 0 for name in labels})
     bar = tqdm(total=sum(lengths.values()), desc="annotate", unit="bp", unit_scale=True, disable=not progress)
     counter = 0
-    with open(out, "w") as handle:
+    with contextlib.ExitStack() as stack:  # every output renamed into place only if all went well
+        handle = stack.enter_context(open(stack.enter_context(atomic_file(out)), "w"))
+        tracks = _TrackWriter(Path(bigwig_dir), labels, lengths, stack) if bigwig_dir else None
         if fmt == "gff3":
             handle.write("##gff-version 3\n")
             handle.writelines(
@@ -484,10 +492,10 @@ def annotate_fasta(
             counter = _write_intervals(handle, fmt, name, labels, caller.finish(), report, counter)
             report.sequences += 1
             report.bases += bases
+        if tracks is not None:
+            tracks.close()
+            report.tracks = [str(p) for p in tracks.paths]
     bar.close()
-    if tracks is not None:
-        tracks.close()
-        report.tracks = [str(p) for p in tracks.paths]
     report.seconds = time.perf_counter() - started
     return report
 
@@ -509,6 +517,12 @@ def run_annotate(
     progress: bool = True,
 ) -> AnnotateReport:
     """``genolm annotate``: load a token-classification checkpoint and run :func:`annotate_fasta`; prints bp/s."""
+    check_outputs(
+        {"--out": out},
+        {"--fasta": fasta, "--model": model if isinstance(model, (str, os.PathLike)) else None},
+        folders={"--bigwig-dir": bigwig_dir},
+        overwrite=True,
+    )
     model, tokenizer = load_model(model, tokenizer, "token-classification", device, dtype)
     report = annotate_fasta(
         model,

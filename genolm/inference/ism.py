@@ -12,6 +12,7 @@ the table are 1-based as in samtools and VCF (``pos = start + 1 + row``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 from .. import defaults
 from ..errors import ConfigError
 from ..genome import complement, is_base, parse_region, read_gff3
+from ..outputs import atomic_file, check_outputs
 from .genome import Genome
 from .scoring import KmerTable, encode_windows, load_model, masked_log_probs
 from .vep import SNV, _check_window, naive_variant_score
@@ -291,6 +293,12 @@ def run_ism(
     """``genolm ism``: score the region (``NAME:START-END``, 1-based closed), write the tidy table to ``out``
     (TSV; ``pos`` 1-based) and optionally the heatmap ``plot``. ``naive=True`` uses :func:`naive_ism_region`."""
     started = time.perf_counter()
+    out = Path(out)
+    check_outputs(
+        {"--out": out, "--plot": plot},
+        {"--fasta": None if isinstance(fasta, Genome) else fasta, "--gff3": gff3,
+         "--model": model if isinstance(model, (str, os.PathLike)) else None},
+    )
     model, tokenizer = load_model(model, tokenizer, "masked-lm", device, dtype)
     genome = fasta if isinstance(fasta, Genome) else Genome(fasta)
     chrom, start, end = parse_region(region, genome.lengths)
@@ -308,10 +316,10 @@ def run_ism(
         progress=progress,
         **kwargs,
     )
-    out = Path(out)
-    result.table().to_csv(out, sep="\t", index=False, float_format="%.7g")
-    if plot:
-        plot_ism(result, plot, gff3)
+    with contextlib.ExitStack() as stack:  # the table and the plot appear together, or neither
+        result.table().to_csv(stack.enter_context(atomic_file(out)), sep="\t", index=False, float_format="%.7g")
+        if plot:
+            plot_ism(result, stack.enter_context(atomic_file(plot)), gff3)
     seconds = time.perf_counter() - started
     if progress:
         n = int(np.isfinite(result.scores).sum())

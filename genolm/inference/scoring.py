@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,8 +28,11 @@ from ..parallel.devices import resolve_device, resolve_dtype
 __all__ = [
     "BASE_DIGITS",
     "KmerTable",
+    "check_nucleotide_checkpoint",
+    "check_vocabulary",
     "encode_windows",
     "load_model",
+    "load_pretrained",
     "masked_log_probs",
     "mean_embeddings",
     "resolve_device",
@@ -60,6 +64,10 @@ def load_model(
 
     Returns:
         ``(model, tokenizer)`` with the model in eval mode.
+
+    Raises:
+        InputDataError: the folder is not a genolm or ESM nucleotide k-mer model (naming what it holds), its
+            tokenizer and model disagree on the vocabulary, or its weights file is corrupt.
     """
     import genolm  # noqa: F401  (registers the genolm classes with the Auto factories)
     from genolm import GenoLMTokenizer
@@ -80,15 +88,19 @@ def load_model(
         if not os.path.isdir(source):
             raise InputDataError(f"{source}: checkpoint folder not found")
         _check_architecture(source, task)
+        check_nucleotide_checkpoint(source)
         target = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, target)
-        model = auto.from_pretrained(source, dtype=torch_dtype).to(target)
+        model = load_pretrained(auto, source, dtype=torch_dtype).to(target)
         logger.info("loaded %s from %s on %s in %s", type(model).__name__, source, target, torch_dtype)
     model.eval()
     if tokenizer is None:
         config = model.config
         if source is not None and os.path.exists(os.path.join(source, "tokenizer_config.json")):
-            tokenizer = GenoLMTokenizer.from_pretrained(source)
+            try:
+                tokenizer = GenoLMTokenizer.from_pretrained(source)
+            except ValueError as err:
+                raise InputDataError(f"{source}: the tokenizer is not a nucleotide k-mer vocabulary: {err}") from None
         else:
             tokenizer = GenoLMTokenizer(
                 vocab_layout=getattr(config, "vocab_layout", "nt-v1"), k=getattr(config, "k", 6)
@@ -96,7 +108,89 @@ def load_model(
     k_model = getattr(model.config, "k", tokenizer.k)
     if k_model != tokenizer.k:
         raise InputDataError(f"the model was trained on {k_model}-mers but the tokenizer cuts {tokenizer.k}-mers")
+    check_vocabulary(model, tokenizer, source)
     return model, tokenizer
+
+
+def load_pretrained(model_class, source: str | os.PathLike, **kwargs):
+    """``model_class.from_pretrained(source, **kwargs)``, reporting a corrupt weights file by its path."""
+    from safetensors import SafetensorError
+
+    try:
+        return model_class.from_pretrained(source, **kwargs)
+    except SafetensorError as err:
+        files = sorted(str(p) for p in Path(source).glob("*.safetensors"))
+        raise InputDataError(
+            f"{', '.join(files) or source}: cannot read the weights (corrupt or truncated safetensors file): {err}"
+        ) from None
+
+
+def _describe_tokenizer(source: str) -> str:
+    """A few words on the tokenizer saved in ``source``: "a 30522-token WordPiece vocabulary"."""
+    import json
+
+    kind, size = None, None
+    tokenizer_json = os.path.join(source, "tokenizer.json")
+    if os.path.exists(tokenizer_json):
+        with open(tokenizer_json) as handle:
+            backend = json.load(handle).get("model", {})
+        kind, size = backend.get("type"), len(backend.get("vocab") or ())
+    vocab_txt = os.path.join(source, "vocab.txt")
+    if os.path.exists(vocab_txt):
+        with open(vocab_txt, encoding="utf-8") as handle:
+            size = max(size or 0, sum(1 for line in handle if line.strip()))
+    config_file = os.path.join(source, "tokenizer_config.json")
+    if not kind and os.path.exists(config_file):
+        with open(config_file) as handle:
+            kind = json.load(handle).get("tokenizer_class")
+    if not size:
+        return "no tokenizer"
+    return f"a {size}-token {kind or 'unknown'} vocabulary"
+
+
+NUCLEOTIDE_MODEL_TYPES = ("genolm", "esm")
+
+
+def check_nucleotide_checkpoint(source: str | os.PathLike) -> None:
+    """Refuse a checkpoint folder that is not a genolm or ESM (Nucleotide Transformer) model, naming what it is.
+
+    Raises:
+        InputDataError: e.g. "model type 'bert' with a 30522-token WordPiece vocabulary is not a nucleotide
+            k-mer model".
+    """
+    import json
+
+    source = os.fspath(source)
+    with open(os.path.join(source, "config.json")) as handle:
+        try:
+            model_type = json.load(handle).get("model_type")
+        except json.JSONDecodeError as err:
+            raise InputDataError(f"{source}/config.json: not valid JSON: {err}") from None
+    if model_type not in NUCLEOTIDE_MODEL_TYPES:
+        raise InputDataError(
+            f"{source}: model type {model_type!r} with {_describe_tokenizer(source)} is not a nucleotide k-mer "
+            f"model; this command needs a genolm or Nucleotide Transformer (ESM) checkpoint"
+        )
+
+
+def check_vocabulary(model, tokenizer, source: str | os.PathLike | None = None) -> None:
+    """Refuse a tokenizer whose token ids do not fit the model's vocabulary, or a model with more tokens than
+    the tokenizer knows (the two were saved from different vocabularies).
+
+    The model may leave out the tokenizer's trailing ``<eos>``/``<bos>`` (NT v1 / AgroNT: 4105 of 4107 tokens).
+    """
+    model_size = getattr(model.config, "vocab_size", None)
+    if model_size is None:
+        return
+    used = [*tokenizer.kmer_ids, *tokenizer.nucleotide_ids.values()]
+    used += [tokenizer.cls_token_id, tokenizer.mask_token_id, tokenizer.pad_token_id]
+    needed = max(int(i) for i in used) + 1
+    if not needed <= int(model_size) <= len(tokenizer):
+        where = f"{source}: " if source is not None else ""
+        raise InputDataError(
+            f"{where}the model has a {model_size}-token vocabulary but the tokenizer has {len(tokenizer)} tokens "
+            f"(ids up to {needed - 1}); they come from different checkpoints"
+        )
 
 
 def _check_architecture(source: str, task: str) -> None:

@@ -30,12 +30,16 @@ Coordinates: VCF ``POS`` is 1-based; genolm's Python API (:class:`SNV`) is 0-bas
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
 import math
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
+import warnings
 from array import array
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -51,6 +55,7 @@ from tqdm.auto import tqdm
 from .. import defaults
 from ..errors import ConfigError, InputDataError
 from ..genome import complement, is_base
+from ..outputs import atomic_file, check_outputs
 from .genome import Genome, Window
 from .scoring import (
     EncodedBatch,
@@ -350,10 +355,15 @@ _REF_CHARS = set("ACGTNRYSWKMBDHVacgtnryswkmbdhv")
 
 @dataclass
 class VcfScan:
-    """What :func:`validate_vcf` learned: contigs in order of first use, and each record's line number."""
+    """What :func:`validate_vcf` learned: contigs in order of first use, each record's line number, and the
+    INFO keys (``True`` when one carries a value), FILTER ids and symbolic ALTs the records use without a
+    header line declaring them."""
 
     contigs: list[str]
     line_numbers: array
+    info_keys: dict[str, bool] = field(default_factory=dict)
+    filters: set[str] = field(default_factory=set)
+    symbolic: bool = False
 
 
 _HEADER_FIELDS = ["CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO"]
@@ -365,6 +375,14 @@ def _open_vcf_text(path: Path):
     with open(path, "rb") as handle:
         magic = handle.read(2)
     return gzip.open(path, "rt") if magic == b"\x1f\x8b" else open(path)
+
+
+def _is_plain_gzip(path: Path) -> bool:
+    """Whether ``path`` is gzip but not bgzip (BGZF blocks carry a ``BC`` extra field), which htslib cannot
+    read as a VCF."""
+    with open(path, "rb") as handle:
+        head = handle.read(18)
+    return head[:2] == b"\x1f\x8b" and not (len(head) == 18 and head[3] & 4 and head[12:14] == b"BC")
 
 
 def _bad_number(value: str, kind: str) -> bool:
@@ -430,13 +448,17 @@ def validate_vcf(path: str | os.PathLike) -> VcfScan:
     INFO and FORMAT values declared ``Integer``, ``Float`` or ``Flag`` in the header, and ``GT``.
 
     Raises:
-        ValueError: naming the file, the 1-based line number and the problem.
+        InputDataError: naming the file, the 1-based line number and the problem.
     """
     path = Path(path)
     if not path.exists():
         raise InputDataError(f"{path}: VCF file not found")
     contigs: dict[str, None] = {}
     types: dict[tuple[str, str], str] = {}
+    declared_filters = {"PASS"}
+    info_keys: dict[str, bool] = {}
+    filters: set[str] = set()
+    symbolic = False
     lines = array("q")
     columns = None
     with _open_vcf_text(path) as handle:
@@ -449,6 +471,8 @@ def validate_vcf(path: str | os.PathLike) -> VcfScan:
                 meta = _META_TYPE.match(line)
                 if meta:
                     types[(meta.group(1), meta.group(2))] = meta.group(3)
+                elif line.startswith("##FILTER=<ID="):
+                    declared_filters.add(line[len("##FILTER=<ID=") :].split(",")[0].rstrip(">"))
             elif line.startswith("#"):
                 if line[1:].split("\t")[:8] != _HEADER_FIELDS:
                     problem = (
@@ -462,14 +486,22 @@ def validate_vcf(path: str | os.PathLike) -> VcfScan:
             else:
                 fields = line.split("\t")
                 problem = _record_problem(fields, columns, types)
-                contigs.setdefault(fields[0])
-                lines.append(lineno)
+                if problem is None:
+                    contigs.setdefault(fields[0])
+                    lines.append(lineno)
+                    symbolic = symbolic or "<" in fields[4] or "[" in fields[4] or "]" in fields[4]
+                    filters.update(f for f in fields[6].split(";") if f not in declared_filters and f != ".")
+                    if fields[7] != ".":
+                        for entry in fields[7].split(";"):
+                            key, equals, _ = entry.partition("=")
+                            if ("INFO", key) not in types:
+                                info_keys[key] = info_keys.get(key, False) or bool(equals)
             if problem is not None:
                 shown = line if len(line) <= 80 else line[:77] + "..."
                 raise InputDataError(f"{path}:{lineno}: {problem}: {shown!r}")
     if columns is None:
         raise InputDataError(f"{path}: no #CHROM header line (is this a VCF file?)")
-    return VcfScan(list(contigs), lines)
+    return VcfScan(list(contigs), lines, info_keys, filters, symbolic)
 
 
 def _vcf_mode(path: Path) -> str:
@@ -521,64 +553,68 @@ def run_vep(
 
     started = time.perf_counter()
     vcf, out = Path(vcf), Path(out)
+    check_outputs(
+        {"--out": out},
+        {"--vcf": vcf, "--fasta": None if isinstance(fasta, Genome) else fasta,
+         "--model": model if isinstance(model, (str, os.PathLike)) else None},
+    )
     scan = validate_vcf(vcf) if not str(vcf).lower().endswith(".bcf") else None
     model, tokenizer = load_model(model, tokenizer, "masked-lm", device, dtype)
     genome = fasta if isinstance(fasta, Genome) else Genome(fasta)
     window_tokens = _check_window(model, window_tokens)
     report = VepReport()
 
-    previous_verbosity = pysam.set_verbosity(
-        0
-    )  # htslib warns about missing ##contig lines; we add them below
-    try:
-        reader = pysam.VariantFile(str(vcf))
-    except (OSError, ValueError) as err:
-        raise InputDataError(f"{vcf}: pysam cannot read this VCF: {err}") from None
-    finally:
-        pysam.set_verbosity(previous_verbosity)
-    header = reader.header
-    if scan is not None:
-        for contig in scan.contigs:
-            if contig not in header.contigs:
-                length = f",length={genome.lengths[contig]}" if contig in genome else ""
-                header.add_line(f"##contig=<ID={contig}{length}>")
-    strands = "mean of the forward and reverse-complement strands" if rc else "forward strand"
-    _add_info(
-        header,
-        INFO_LLR,
-        "A",
-        "Float",
-        "genolm zero-shot score per ALT allele: log P(alt k-mer) - log P(ref k-mer) at the masked token "
-        f"holding the variant; {window_tokens}-token window centred on it; {strands}",
-    )
-    if embedding_distance:
-        _add_info(
-            header,
-            INFO_EMB,
-            "A",
-            "Float",
-            "genolm: L2 distance between the mean final-layer embeddings of the reference and alternative "
-            f"windows per ALT allele; {strands}",
-        )
-    _add_info(
-        header,
-        INFO_SKIP,
-        "1",
-        "String",
-        "Why genolm did not score this record (or one of its ALT alleles): "
-        + "; ".join(f"{key} = {text}" for key, text in SKIP_REASONS.items()),
-    )
+    with tempfile.TemporaryDirectory(prefix="genolm-vep-") as scratch:
+        readable = vcf
+        if scan is not None and _is_plain_gzip(vcf):  # htslib reads bgzip only: hand it the text
+            readable = Path(scratch) / "input.vcf"
+            with gzip.open(vcf, "rb") as source, open(readable, "wb") as target:
+                shutil.copyfileobj(source, target)
+        previous_verbosity = pysam.set_verbosity(0)  # htslib warns about undeclared fields; we add them below
+        try:
+            reader = pysam.VariantFile(str(readable))
+        except (OSError, ValueError) as err:
+            raise InputDataError(f"{vcf}: pysam cannot read this VCF: {err}") from None
+        finally:
+            pysam.set_verbosity(previous_verbosity)
+        try:
+            header = reader.header
+            _declare_missing(header, scan, genome)
+            _add_genolm_info(header, window_tokens, rc, embedding_distance, vcf)
+            with atomic_file(out) as tmp:
+                _score_and_write(
+                    reader, header, tmp, out, vcf, scan, report, model, tokenizer, genome,
+                    window_tokens=window_tokens, rc=rc, embedding_distance=embedding_distance,
+                    batch_size=batch_size, chunk_records=chunk_records, progress=progress,
+                )
+        finally:
+            reader.close()
+    report.seconds = time.perf_counter() - started
+    if progress:
+        print(f"genolm vep: {report.summary()}", file=sys.stderr)
+    return report
+
+
+def _score_and_write(
+    reader, header, tmp: Path, out: Path, vcf: Path, scan: VcfScan | None, report: VepReport, model,
+    tokenizer, genome: Genome, *, window_tokens: int, rc: bool, embedding_distance: bool, batch_size: int,
+    chunk_records: int, progress: bool,
+) -> None:
+    """Score ``reader``'s records chunk by chunk and write them all, in order, to ``tmp`` (formatted as
+    ``out``); check that every record read was written."""
+    import pysam
 
     writer = None
     tsv_handle = None
+    written = 0
     if _is_tsv(out):
         tsv_handle = (
-            gzip.open(out, "wt", newline="") if out.name.endswith(".gz") else open(out, "w", newline="")
+            gzip.open(tmp, "wt", newline="") if out.name.endswith(".gz") else open(tmp, "w", newline="")
         )
         tsv = csv.writer(tsv_handle, delimiter="\t", lineterminator="\n")
         tsv.writerow(TSV_COLUMNS)
     else:
-        writer = pysam.VariantFile(str(out), _vcf_mode(out), header=header)
+        writer = pysam.VariantFile(str(tmp), _vcf_mode(out), header=header)
 
     bar = tqdm(
         desc="variants", unit="var", disable=not progress, total=len(scan.line_numbers) if scan else None
@@ -612,27 +648,95 @@ def run_vep(
                 _tally(report, record_scores)
                 if writer is not None:
                     _annotate_record(record, record_scores, embedding_distance)
-                    writer.write(record)
+                    try:
+                        writer.write(record)
+                    except OSError as err:
+                        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                            raise
+                        raise RuntimeError(f"{out}: htslib could not write record {written + 1} "
+                                           f"({record.chrom}:{record.pos}): {err}") from err
                 else:
                     _write_tsv_rows(tsv, record, record_scores)
+                written += 1
             report.records += len(chunk)
             bar.update(len(chunk))
     finally:
         bar.close()
-        reader.close()
         if writer is not None:
             writer.close()
         if tsv_handle is not None:
             tsv_handle.close()
-    report.seconds = time.perf_counter() - started
-    if progress:
-        print(f"genolm vep: {report.summary()}", file=sys.stderr)
-    return report
+    if scan is not None and written != len(scan.line_numbers):
+        raise InputDataError(
+            f"{vcf}: holds {len(scan.line_numbers)} records but pysam read {written}; nothing was written to {out}"
+        )
 
 
-def _add_info(header, key: str, number: str, kind: str, description: str) -> None:
+def _declare_missing(header, scan: VcfScan | None, genome: Genome) -> None:
+    """Add header lines for the contigs, INFO keys and FILTER ids the records use without declaring them (htslib
+    refuses to write such records), and for INFO/END, which htslib adds to symbolic alleles."""
+    if scan is None:
+        return
+    for contig in scan.contigs:
+        if contig not in header.contigs:
+            length = f",length={genome.lengths[contig]}" if contig in genome else ""
+            header.add_line(f"##contig=<ID={contig}{length}>")
+    if scan.symbolic and "END" not in header.info:
+        header.add_line('##INFO=<ID=END,Number=1,Type=Integer,Description="End position of the variant">')
+    for key, has_value in scan.info_keys.items():
+        if key not in header.info:
+            number, kind = (".", "String") if has_value else ("0", "Flag")
+            header.add_line(
+                f'##INFO=<ID={key},Number={number},Type={kind},Description="not declared in the input VCF">'
+            )
+    for name in sorted(scan.filters):
+        if name not in header.filters:
+            header.add_line(f'##FILTER=<ID={name},Description="not declared in the input VCF">')
+
+
+def _add_genolm_info(header, window_tokens: int, rc: bool, embedding_distance: bool, vcf: Path) -> None:
+    strands = "mean of the forward and reverse-complement strands" if rc else "forward strand"
+    _add_info(
+        header,
+        INFO_LLR,
+        "A",
+        "Float",
+        "genolm zero-shot score per ALT allele: log P(alt k-mer) - log P(ref k-mer) at the masked token "
+        f"holding the variant; {window_tokens}-token window centred on it; {strands}",
+        vcf,
+    )
+    if embedding_distance:
+        _add_info(
+            header,
+            INFO_EMB,
+            "A",
+            "Float",
+            "genolm: L2 distance between the mean final-layer embeddings of the reference and alternative "
+            f"windows per ALT allele; {strands}",
+            vcf,
+        )
+    _add_info(
+        header,
+        INFO_SKIP,
+        "1",
+        "String",
+        "Why genolm did not score this record (or one of its ALT alleles): "
+        + "; ".join(f"{key} = {text}" for key, text in SKIP_REASONS.items()),
+        vcf,
+    )
+
+
+def _add_info(header, key: str, number: str, kind: str, description: str, vcf: Path | None = None) -> None:
     if key in header.info:
-        return  # re-scoring a genolm output: keep its header line, values are replaced
+        existing = header.info[key]
+        if (str(existing.number), str(existing.type)) == (number, kind):
+            return  # re-scoring a genolm output: keep its header line, values are replaced
+        warnings.warn(
+            f"{vcf}: INFO {key} is declared Number={existing.number},Type={existing.type}; replacing its "
+            f"header line with Number={number},Type={kind} (its values are replaced)",
+            stacklevel=3,
+        )
+        header.info.remove_header(key)
     description = description.replace('"', "'")
     header.add_line(f'##INFO=<ID={key},Number={number},Type={kind},Description="{description}">')
 

@@ -79,6 +79,9 @@ class PretrainConfig:
     checkpoint_every: int = _f(500, "Optimizer steps between checkpoints (one is always written at the end).")
     keep_checkpoints: int = _f(3, "Newest checkpoints kept.")
     resume: bool = _f(False, "Continue from the newest complete checkpoint in output_dir/checkpoints.")
+    overwrite: bool = _f(
+        False, "Replace the run in output_dir: remove its log.jsonl and checkpoints/ before starting."
+    )
     report_to: str = _f("tensorboard", "Trackers through Accelerate: tensorboard, wandb, all, or none.")
     run_name: str = _f("genolm-pretrain", "Tracker project/run name.")
     fill_mask_example: bool = _f(True, "End by printing a fill-mask prediction of the trained model.")
