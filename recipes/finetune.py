@@ -37,6 +37,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
+from genolm.errors import ConfigError, run_reporting_user_errors
 from genolm.finetune import (
     Collator,
     EncodedDataset,
@@ -60,6 +61,7 @@ from genolm.finetune import (
 from genolm.finetune.metrics import json_safe
 from genolm.recipe_config import config_from_args, save_yaml
 from genolm.training.flops import flops_per_token, gpu_kind, peak_flops
+from genolm.training.guards import FiniteGuard
 from genolm.training.metrics import JsonlLogger
 from genolm.training.schedule import build_scheduler
 
@@ -92,7 +94,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     tokenizer = load_tokenizer(cfg.tokenizer, checkpoint, base_config)
     max_length = cfg.max_length or base_config.max_tokens
     if max_length > base_config.max_tokens:
-        raise ValueError(
+        raise ConfigError(
             f"max_length={max_length} exceeds the model's context of {base_config.max_tokens} tokens"
         )
 
@@ -246,6 +248,11 @@ def finetune(cfg: FinetuneConfig) -> dict:
     window_start, window_flops = time.perf_counter(), 0.0
     window_loss = torch.zeros((), device=device)
     window_tokens = torch.zeros((), device=device)
+    guard = FiniteGuard(device, hint=f"try a lower --lr (now {cfg.lr:g})")
+
+    def check_finite(before: str = "") -> None:  # host sync: call only at logging and validation steps
+        guard.check(before, reduce=lambda flag: accelerator.reduce(flag, "mean"))
+
     while step < max_steps:
         for micro in range(accum):
             try:
@@ -266,14 +273,17 @@ def finetune(cfg: FinetuneConfig) -> dict:
             window_tokens += batch["attention_mask"].sum()
             rows, length = batch["input_ids"].shape
             window_flops += passes * rows * length * flops_per_token(base_config, length, 0.0, training=False)
-        if cfg.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        # max_norm inf: no clipping, but the norm is still computed for the divergence check
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or math.inf)
+        # fp16 loss scaling makes inf gradient norms on purpose (those steps are skipped): loss only then
+        guard.update(loss, None if mixed_precision == "fp16" else grad_norm)  # device only
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
 
         if step % cfg.log_every == 0 or step == max_steps:
+            check_finite()
             elapsed = time.perf_counter() - window_start
             steps_in_window = (step - 1) % cfg.log_every + 1
             # host sync: the loss and token counts accumulated on the device since the last log line
@@ -300,6 +310,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
             window_tokens.zero_()
 
         if step % cfg.eval_every == 0 or step == max_steps:
+            check_finite(f"the validation of step {step}")  # a diverged model is never the best one
             metrics, table = evaluate("validation")
             if is_main:
                 log.write(
@@ -387,4 +398,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_reporting_user_errors(Path(sys.argv[0]).name, lambda: main(sys.argv[1:])))

@@ -32,6 +32,7 @@ import torch
 import transformers
 
 from genolm import GenoLMConfig, GenoLMForMaskedLM, GenoLMTokenizer, parallel
+from genolm.errors import ConfigError, run_reporting_user_errors
 from genolm.training import (
     BatchStream,
     JsonlLogger,
@@ -52,6 +53,7 @@ from genolm.training import (
     set_rng_state,
 )
 from genolm.training.data import build_datasets, take
+from genolm.training.guards import FiniteGuard
 
 
 def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.AdamW:
@@ -108,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         model.gradient_checkpointing_enable()
     seq_len = cfg.max_tokens + 1  # <cls> + window
     if seq_len > model_config.max_tokens:
-        raise ValueError(f"max_tokens={cfg.max_tokens} (+1 for <cls>) exceeds the model's {model_config.max_tokens} positions")
+        raise ConfigError(f"max_tokens={cfg.max_tokens} (+1 for <cls>) exceeds the model's {model_config.max_tokens} positions")
     tokenizer = GenoLMTokenizer(vocab_layout=model_config.vocab_layout, k=model_config.k)
     n_params = sum(p.numel() for p in model.parameters())
 
@@ -224,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     batches = rt.device_batches(stream)
     window_start, window_steps = time.perf_counter(), 0
     last_checkpoint = None
+    guard = FiniteGuard(rt.device, step, hint=f"try a lower --lr (now {cfg.lr:g})")
     while step < cfg.max_steps:
         for micro in range(cfg.gradient_accumulation_steps):
             batch = next(batches)
@@ -235,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     loss = mlm_loss(output.logits, batch["labels"], batch["loss_weights"], sparse=sparse)
             rt.backward(loss / cfg.gradient_accumulation_steps)
         grad_norm = rt.clip_grad_norm(model, cfg.max_grad_norm)
+        guard.update(loss, grad_norm)  # on the device; read back at the next logging step or checkpoint
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -246,7 +250,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             progress.update(1)
 
         if step % cfg.log_every == 0 or step == cfg.max_steps:
-            # Host sync: the loss and the gradient norm come back from the device once per logging step.
+            # Host sync: the loss and the gradient norm come back from the device once per logging step
+            # (with the divergence check, so no NaN is logged).
+            guard.check(reduce=rt.reduce_mean)
             loss_value = rt.reduce_mean(loss.detach().float()).item()
             norm_value = float(grad_norm)
             elapsed = time.perf_counter() - window_start
@@ -280,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 log.write({"step": step, "val_loss": val["loss"], "val_perplexity": val["perplexity"]})
 
         if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.max_steps:
+            # Host sync: no checkpoint of a step that followed a non-finite one (the earlier ones stay).
+            guard.check(f"the checkpoint of step {step}", reduce=rt.reduce_mean)
             last_checkpoint = save(step)
     if progress is not None:
         progress.close()
@@ -320,4 +328,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_reporting_user_errors(Path(sys.argv[0]).name, lambda: main(sys.argv[1:])))
