@@ -142,14 +142,14 @@ def _clean_sequence(value: Any, where: str) -> str:
     or holds a letter outside :data:`SEQUENCE_LETTERS`."""
     if not isinstance(value, str) or not value.strip():
         raise InputDataError(f"{where}: missing or empty sequence ({value!r})")
-    sequence = "".join(value.split()).upper()
-    bad = _INVALID_LETTER.search(sequence)
+    sequence = "".join(value.split())
+    bad = _INVALID_LETTER.search(sequence.upper())
     if bad:
         raise InputDataError(
-            f"{where}: invalid character {bad.group()!r} at position {bad.start() + 1} of the sequence "
+            f"{where}: invalid character {sequence[bad.start()]!r} at position {bad.start() + 1} of the sequence "
             f"(allowed: {SEQUENCE_LETTERS}, either case)"
         )
-    return sequence
+    return sequence.upper()
 
 
 def _row_name(path: Path, r: int) -> str:
@@ -326,19 +326,20 @@ def split_validation(records: Records, fraction: float, seed: int) -> tuple[Reco
 # ----------------------------------------------------------------------------------------------------------
 def _as_vector(value: Any, where: str) -> np.ndarray:
     """A list-like label cell (list, array, JSON text, or text separated by commas/semicolons/spaces)."""
+    cell = value
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
             try:
                 value = json.loads(text)
             except json.JSONDecodeError:
-                raise InputDataError(f"{where}: expected a list of numbers, got {value!r}") from None
+                raise InputDataError(f"{where}: expected a number or a list of numbers, got {cell!r}") from None
         else:
             value = [v for v in re.split(r"[,;\s]+", text) if v]
     try:
         return np.asarray(value, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
-        raise InputDataError(f"{where}: expected a list of numbers, got {value!r}") from None
+        raise InputDataError(f"{where}: expected a number or a list of numbers, got {cell!r}") from None
 
 
 def _is_integer_like(value: Any) -> bool:
