@@ -318,7 +318,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
                 )
             accelerator.print(f"step {step}: validation {summary(metrics)}")
             if metric_name not in metrics:
-                raise ValueError(
+                raise ConfigError(
                     f"metric_for_best={metric_name!r} is not one of the {cfg.task} metrics: {sorted(metrics)}"
                 )
             value = metrics[metric_name]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from genolm.errors import ConfigError
+from genolm.errors import ConfigError, InputDataError
 from genolm.training import checkpoint as ckpt
 from genolm.training.config import (
     PretrainConfig,
@@ -182,6 +182,28 @@ def test_altered_checkpoint_is_refused_by_its_hash(tmp_path, tokenizer):
     (tmp_path / "step-00000001" / "model.safetensors").write_bytes(b"\0" * manifest["files"]["model.safetensors"])
     with pytest.warns(UserWarning, match=r"step-00000001: model.safetensors does not match"):
         assert ckpt.latest_checkpoint(tmp_path) is None
+
+
+class _Runs:
+    def __reduce__(self):
+        return (print, ("code ran while loading",))
+
+
+def test_training_state_is_loaded_without_running_code(tmp_path, capsys):
+    model = _tiny(tokenizer=None)
+    path = ckpt.save_checkpoint(tmp_path, 1, model, _Tokenizer(), {"step": 1, "rng": ckpt.rng_state()})
+    state = ckpt.load_training_state(path)
+    assert state["step"] == 1 and state["rng"]["numpy"][0] == "MT19937"
+    torch.save({"step": 1, "payload": _Runs()}, path / ckpt.TRAINING_STATE_NAME)
+    with pytest.raises(InputDataError, match=r"training_state.pt: refused: it holds objects other than tensors.*"
+                       r"\(a reference to print\)"):
+        ckpt.load_training_state(path)
+    assert "code ran" not in capsys.readouterr().out
+
+
+class _Tokenizer:
+    def save_pretrained(self, folder):
+        (Path(folder) / "tokenizer.json").write_text("{}")
 
 
 def test_checkpoint_of_non_finite_weights_is_refused(tmp_path, tokenizer):

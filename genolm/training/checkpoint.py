@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import random
 import re
 import shutil
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import InputDataError
 from .guards import check_finite_weights
 
 logger = logging.getLogger(__name__)
@@ -218,10 +220,26 @@ def prune_checkpoints(checkpoints_dir: str | Path, keep_last: int) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def _numpy_globals() -> list[Any]:
+    """What numpy arrays, scalars and dtypes (RNG states, data-stream buffers) need from the unpickler."""
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    dtypes = {type(np.dtype(code)) for code in "?bBhHiIlLqQefdgSUO"}
+    return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *dtypes]
+
+
 def load_training_state(path: str | Path) -> dict[str, Any]:
-    """Read ``training_state.pt`` of a checkpoint (a file this library wrote, so a full unpickle is used:
-    it holds numpy and Python RNG states, which ``weights_only`` loading refuses)."""
-    return torch.load(Path(path) / TRAINING_STATE_NAME, map_location="cpu", weights_only=False)
+    """Read ``training_state.pt`` of a checkpoint with ``weights_only`` loading (tensors, containers and the
+    numpy arrays of the RNG and data-stream states; nothing that runs code)."""
+    file = Path(path) / TRAINING_STATE_NAME
+    try:
+        with torch.serialization.safe_globals(_numpy_globals()):
+            return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        raise InputDataError(
+            f"{file}: refused: it holds objects other than tensors, containers and numpy arrays"
+            + (f" (a reference to {found.group(1)})" if found else "")
+        ) from None
 
 
 __all__ = [
