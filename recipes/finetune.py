@@ -21,6 +21,11 @@ stopping, then the best weights are restored, scored on validation and test, and
 
 Distribution: one process, or data parallel under ``accelerate launch`` (DDP); validation outputs are
 gathered from every process.
+
+A step whose loss or gradient norm is NaN or infinite stops the run before the next validation (nothing is
+saved); that and every mistake in the settings or the tables (labels, sequences) end in one line,
+``finetune.py: error: ...``, and exit code 2 (``accelerate launch`` adds its own traceback unless given
+``--quiet``).
 """
 
 from __future__ import annotations

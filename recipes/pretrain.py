@@ -13,7 +13,10 @@ config, distribution, model, data, optimizer, resume, loop, final report. Distri
 
 Each logging step appends one JSON line to ``OUTPUT_DIR/log.jsonl``. Checkpoints (Hugging Face model +
 tokenizer + optimizer/scheduler/RNG/data state) go to ``OUTPUT_DIR/checkpoints/step-*``; ``--resume``
-continues from the newest complete one with exactly the batches an uninterrupted run would see.
+continues from the newest complete one (every file checked against its sha256) with exactly the batches an
+uninterrupted run would see. A step whose loss or gradient norm is NaN or infinite stops the run before its
+checkpoint is written (the earlier ones stay); that and every mistake in the settings or inputs end in one line,
+``pretrain.py: error: ...``, and exit code 2.
 """
 
 from __future__ import annotations

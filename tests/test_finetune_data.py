@@ -154,6 +154,8 @@ def test_invalid_sequences_and_empty_tables_are_named(poly_a, tmp_path):
         load_records(tmp_path / "empty.jsonl")
     with pytest.raises(InputDataError, match=r"absent.csv: no such file"):
         load_records(tmp_path / "absent.csv")
+    with pytest.raises(InputDataError, match=r"absent.fa: no such file"):
+        load_records(tmp_path / "absent.fa", labels_file=tmp_path / "header.csv")
 
 
 def test_multilabel_and_multi_output_cells(poly_a, tmp_path):

@@ -257,6 +257,8 @@ def load_records(
             raise InputDataError(
                 f"{path}: a FASTA input needs labels_file (a table of labels keyed by record id)"
             )
+        if not path.is_file():
+            raise InputDataError(f"{path}: no such file")
         ids, sequences = read_fasta(path)
         table = read_table(labels_file, text_columns=[*text_columns, id_column])
         if id_column not in table.columns:
