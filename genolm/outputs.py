@@ -167,7 +167,7 @@ def atomic_file(path: PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException as err:
         _remove(tmp)
-        if isinstance(err, OSError) and err.filename in (None, str(tmp)):
+        if isinstance(err, OSError) and err.errno is not None and err.filename in (None, str(tmp)):
             err.filename = str(path)  # name the output the user asked for, not our temporary
         raise
     _fsync(path.parent)

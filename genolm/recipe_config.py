@@ -16,6 +16,9 @@ Precedence: dataclass defaults < YAML file < command line. Every field is a flag
 anything runs, so a typo or a wrong type fails at once with the field (and YAML file) named. One entry of a dictionary
 field is set with a dotted flag, ``--model_overrides.hidden_size 128`` (merged over the YAML and default entries);
 entries typed ``Any`` are read as YAML (``--data_options.shuffle false`` gives ``False``).
+
+Every mistake (YAML syntax, unknown key or flag, wrong type; out-of-range values in the config's
+``__post_init__``) raises one :class:`genolm.errors.ConfigError`, which the recipes print as one line.
 """
 
 from __future__ import annotations
@@ -55,9 +58,16 @@ def field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+def _yaml_value(text: str, name: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{name}: invalid YAML value {text!r}: {_yaml_problem(err)}") from None
+
+
 def coerce(value: Any, annotation: Any, name: str) -> Any:
-    """Convert ``value`` (a YAML value or a command-line string) to ``annotation``; ``ValueError`` naming
-    ``name`` when it does not fit."""
+    """Convert ``value`` (a YAML value or a command-line string) to ``annotation``; :class:`ConfigError`
+    naming ``name`` when it does not fit."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (Union, types.UnionType):
@@ -74,7 +84,7 @@ def coerce(value: Any, annotation: Any, name: str) -> Any:
                 return coerce(value, arg, name)
             except ValueError as err:
                 errors.append(str(err))
-        raise ValueError("; ".join(errors))
+        raise ConfigError("; ".join(errors))
     if origin is Literal:
         for choice in args:
             try:
@@ -83,25 +93,25 @@ def coerce(value: Any, annotation: Any, name: str) -> Any:
                 continue
             if candidate == choice:
                 return choice
-        raise ValueError(f"{name}: {value!r} is not one of {', '.join(map(repr, args))}")
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(map(repr, args))}")
     if origin is list:
         (item_type,) = args or (Any,)
         if isinstance(value, str):
             text = value.strip()
             value = (
-                yaml.safe_load(text)
+                _yaml_value(text, name)
                 if text.startswith("[")
                 else [v.strip() for v in text.split(",") if v.strip()]
             )
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{name}: expected a list, got {value!r}")
+            raise ConfigError(f"{name}: expected a list, got {value!r}")
         return [coerce(v, item_type, f"{name}[{i}]") for i, v in enumerate(value)]
     if origin is dict or annotation is dict:
         key_type, item_type = args or (Any, Any)
         if isinstance(value, str) and value.strip().startswith("{"):
-            value = yaml.safe_load(value)
+            value = _yaml_value(value, name)
         if not isinstance(value, dict):
-            raise ValueError(f"{name}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{name}: expected a mapping, got {value!r}")
         return {coerce(k, key_type, name): coerce(v, item_type, f"{name}.{k}") for k, v in value.items()}
     if annotation is Any:
         return value
@@ -110,10 +120,10 @@ def coerce(value: Any, annotation: Any, name: str) -> Any:
             return value
         if isinstance(value, str) and value.lower() in _TRUE_WORDS | _FALSE_WORDS:
             return value.lower() in _TRUE_WORDS
-        raise ValueError(f"{name}: expected true or false, got {value!r}")
+        raise ConfigError(f"{name}: expected true or false, got {value!r}")
     if annotation is int:
         if isinstance(value, bool):
-            raise ValueError(f"{name}: expected an integer, got {value!r}")
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -125,7 +135,7 @@ def coerce(value: Any, annotation: Any, name: str) -> Any:
                 number = None
             if number is not None and number.is_integer():
                 return int(number)
-        raise ValueError(f"{name}: expected an integer, got {value!r}")
+        raise ConfigError(f"{name}: expected an integer, got {value!r}")
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -134,11 +144,11 @@ def coerce(value: Any, annotation: Any, name: str) -> Any:
                 return float(value)
             except ValueError:
                 pass
-        raise ValueError(f"{name}: expected a number, got {value!r}")
+        raise ConfigError(f"{name}: expected a number, got {value!r}")
     if annotation is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ValueError(f"{name}: expected a string, got {value!r}")
+        raise ConfigError(f"{name}: expected a string, got {value!r}")
     raise TypeError(f"{name}: unsupported field type {annotation!r}")
 
 
@@ -158,8 +168,8 @@ def _type_label(annotation: Any) -> str:
 
 
 def typed_values(cls: type, values: dict[str, Any], origin: str = "config") -> dict[str, Any]:
-    """``values`` converted to the field types of ``cls``; unknown keys and wrong types raise :class:`ConfigError`
-    naming ``origin`` (a file, or where else the values came from) and the key."""
+    """``values`` converted to the field types of ``cls``; unknown keys and wrong types raise
+    :class:`ConfigError` naming ``origin`` (a file, or where else the values came from) and the key."""
     types_ = field_types(cls)
     unknown = [key for key in values if key not in types_]
     if unknown:
@@ -187,19 +197,43 @@ def load_yaml(cls: type, path: str | Path) -> dict[str, Any]:
     """Typed field values from a YAML mapping; unknown keys and wrong types name the file and the key."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(err).split())}") from None
+        raise ConfigError(f"{_yaml_position(path, err)}: invalid YAML: {_yaml_problem(err)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of {cls.__name__} fields, got {type(data).__name__}")
     return typed_values(cls, data, str(path))
 
 
+def _yaml_position(path: Path, err: yaml.YAMLError) -> str:
+    """``FILE:LINE:COLUMN`` (1-based) where PyYAML found the error, or ``FILE`` when it gives no position."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    return f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's description of ``err`` on one line, with where the construct it was reading began."""
+    problem = getattr(err, "problem", None)
+    if not problem:
+        return str(err).splitlines()[0]
+    context, mark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context and mark is not None and mark is not getattr(err, "problem_mark", None):
+        return f"{problem} ({context} at line {mark.line + 1}, column {mark.column + 1})"
+    return f"{problem} ({context})" if context else problem
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors (unknown flag, missing value) raise :class:`ConfigError`."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise ConfigError(f"{message} (see {self.prog} --help)")
+
+
 def build_parser(cls: type, description: str | None = None) -> argparse.ArgumentParser:
     """An argparse parser with ``--config`` and one ``--field`` flag per dataclass field (values typed later)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         description=description or (cls.__doc__ or "").strip().splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         allow_abbrev=False,
@@ -260,8 +294,8 @@ def config_from_args(cls: type[T], argv: Sequence[str] | None = None, descriptio
     for key, raw in args.items():
         try:
             values[key] = coerce(raw, types_[key], key)
-        except ValueError as err:
-            parser.error(str(err))
+        except ConfigError as err:
+            raise ConfigError(f"--{err}") from None
     defaults = {f.name: f for f in dataclasses.fields(cls)}
     for top, sub, raw in overrides:
         if top not in values:
@@ -271,8 +305,10 @@ def config_from_args(cls: type[T], argv: Sequence[str] | None = None, descriptio
         try:
             entry = yaml.safe_load(raw) if item_type is Any else coerce(raw, item_type, f"{top}.{sub}")
             values[top] = {**values[top], coerce(sub, key_type, top): entry}
-        except (ValueError, yaml.YAMLError) as err:
-            parser.error(f"--{top}.{sub}: {err}")
+        except ConfigError as err:
+            raise ConfigError(f"--{top}.{sub}: {err}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--{top}.{sub}: invalid YAML value {raw!r}: {_yaml_problem(err)}") from None
     return cls(**values)
 
 

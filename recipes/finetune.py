@@ -29,6 +29,11 @@ padded to ``max_length``); validation outputs are gathered from every process.
 
     torchrun --nproc_per_node 8 recipes/finetune.py --config CONFIG --parallel fsdp
     PJRT_DEVICE=TPU python recipes/finetune.py --config CONFIG --parallel xla_fsdp
+
+A step whose loss or gradient norm is NaN or infinite stops the run before the next validation (nothing is
+saved); that and every mistake in the settings or the tables (labels, sequences) end in one line,
+``finetune.py: error: ...``, and exit code 2 (``accelerate launch`` adds its own traceback unless given
+``--quiet``).
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ from genolm.finetune.metrics import json_safe
 from genolm.outputs import atomic_file, atomic_folder, claim_run_folder
 from genolm.recipe_config import config_from_args, save_yaml
 from genolm.training.flops import flops_per_token, peak_flops
+from genolm.training.guards import FiniteGuard
 from genolm.training.metrics import JsonlLogger
 from genolm.training.optim import build_optimizer
 from genolm.training.schedule import build_scheduler
@@ -94,7 +100,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     tokenizer = load_tokenizer(cfg.tokenizer, checkpoint, base_config)
     max_length = cfg.max_length or base_config.max_tokens
     if max_length > base_config.max_tokens:
-        raise ValueError(
+        raise ConfigError(
             f"max_length={max_length} exceeds the model's context of {base_config.max_tokens} tokens"
         )
 
@@ -242,6 +248,11 @@ def finetune(cfg: FinetuneConfig) -> dict:
     window_start, window_flops = time.perf_counter(), 0.0
     window_loss = torch.zeros((), device=device)
     window_tokens = torch.zeros((), device=device)
+    guard = FiniteGuard(device, hint=f"try a lower --lr (now {cfg.lr:g})")
+
+    def check_finite(before: str = "") -> None:  # host sync: call only at logging and validation steps
+        guard.check(before, reduce=rt.reduce_mean)
+
     while step < max_steps:
         for micro in range(accum):
             try:
@@ -257,8 +268,10 @@ def finetune(cfg: FinetuneConfig) -> dict:
             window_tokens += batch["attention_mask"].sum()
             rows, length = batch["input_ids"].shape
             window_flops += passes * rows * length * flops_per_token(base_config, length, 0.0, training=False)
-        if cfg.max_grad_norm > 0:
-            rt.clip_grad_norm(model, cfg.max_grad_norm)
+        # max_norm inf: no clipping, but the norm is still computed for the divergence check
+        grad_norm = rt.clip_grad_norm(model, cfg.max_grad_norm or math.inf)
+        # fp16 loss scaling makes inf gradient norms on purpose (those steps are skipped): loss only then
+        guard.update(loss, None if rt.mixed_precision == "fp16" else grad_norm)  # device only
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -266,6 +279,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         step += 1
 
         if step % cfg.log_every == 0 or step == max_steps:
+            check_finite()
             elapsed = time.perf_counter() - window_start
             steps_in_window = (step - 1) % cfg.log_every + 1
             # host sync: the loss and token counts accumulated on the device since the last log line
@@ -294,6 +308,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
             window_tokens.zero_()
 
         if step % cfg.eval_every == 0 or step == max_steps:
+            check_finite(f"the validation of step {step}")  # a diverged model is never the best one
             metrics, table = evaluate("validation")
             if is_main:
                 log.write(
@@ -301,7 +316,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
                 )
             say(f"step {step}: validation {summary(metrics)}")
             if metric_name not in metrics:
-                raise ValueError(
+                raise ConfigError(
                     f"metric_for_best={metric_name!r} is not one of the {cfg.task} metrics: {sorted(metrics)}"
                 )
             value = metrics[metric_name]
@@ -391,4 +406,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_reporting_user_errors("finetune.py", lambda: main(sys.argv[1:])))
+    sys.exit(run_reporting_user_errors(Path(sys.argv[0]).name, lambda: main(sys.argv[1:])))

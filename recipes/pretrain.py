@@ -14,9 +14,12 @@ FSDP2) and TPU (SPMD FSDPv2).
 
 Each logging step appends one JSON line to ``OUTPUT_DIR/log.jsonl``. Checkpoints (Hugging Face model +
 tokenizer + optimizer/scheduler/RNG/data state) go to ``OUTPUT_DIR/checkpoints/step-*``; ``--resume``
-continues from the newest complete one with exactly the batches an uninterrupted run would see. A folder that
-holds another run (a ``log.jsonl`` or ``checkpoints/``) is refused unless ``--resume`` or ``--overwrite`` (which
-removes the old run's log and checkpoints first); a lock file keeps a second run out while one is running.
+continues from the newest complete one (every file checked against its sha256) with exactly the batches an
+uninterrupted run would see. A folder that holds another run (a ``log.jsonl`` or ``checkpoints/``) is refused
+unless ``--resume`` or ``--overwrite`` (which removes the old run's log and checkpoints first); a lock file
+keeps a second run out while one is running. A step whose loss or gradient norm is NaN or infinite stops the
+run before its checkpoint is written (the earlier ones stay); that and every mistake in the settings or
+inputs end in one line, ``pretrain.py: error: ...``, and exit code 2.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import torch
 import transformers
 
 from genolm import GenoLMConfig, GenoLMForMaskedLM, GenoLMTokenizer, parallel
-from genolm.errors import run_reporting_user_errors
+from genolm.errors import ConfigError, run_reporting_user_errors
 from genolm.outputs import claim_run_folder
 from genolm.training import (
     BatchStream,
@@ -55,6 +58,7 @@ from genolm.training import (
     set_rng_state,
 )
 from genolm.training.data import build_datasets, take
+from genolm.training.guards import FiniteGuard
 from genolm.training.metrics import ThroughputMeter
 from genolm.training.mlm import mlm_loss_sum, mlm_loss_weight
 from genolm.training.optim import build_optimizer
@@ -111,7 +115,7 @@ def pretrain(cfg) -> dict[str, Any]:
         model.gradient_checkpointing_enable()
     seq_len = cfg.max_tokens + 1  # <cls> + window
     if seq_len > model_config.max_tokens:
-        raise ValueError(f"max_tokens={cfg.max_tokens} (+1 for <cls>) exceeds the model's {model_config.max_tokens} positions")
+        raise ConfigError(f"max_tokens={cfg.max_tokens} (+1 for <cls>) exceeds the model's {model_config.max_tokens} positions")
     tokenizer = GenoLMTokenizer(
         vocab_layout=model_config.vocab_layout, k=model_config.k, model_max_length=model_config.max_tokens
     )
@@ -231,6 +235,7 @@ def pretrain(cfg) -> dict[str, Any]:
     model.train()
     batches = rt.device_batches(stream)
     last_checkpoint = None
+    guard = FiniteGuard(rt.device, step, hint=f"try a lower --lr (now {cfg.lr:g})")
     while step < cfg.max_steps:
         # The step's loss is the sum of its token losses over all micro-batches and processes divided by the
         # step's labelled tokens (soft-masked ones by their weight), as torchtitan's train_step: the mean over
@@ -251,6 +256,7 @@ def pretrain(cfg) -> dict[str, Any]:
             rt.backward(loss_sum * rt.gradient_replicas / step_weight)
             step_loss_sum = step_loss_sum + loss_sum.detach().float()
         grad_norm = rt.clip_grad_norm(model, cfg.max_grad_norm)
+        guard.update(step_loss_sum, grad_norm)  # on the device; read back at the next logging step or checkpoint
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -262,7 +268,9 @@ def pretrain(cfg) -> dict[str, Any]:
             progress.update(1)
 
         if step % cfg.log_every == 0 or step == cfg.max_steps:
-            # Host sync: the loss and the gradient norm come back from the device once per logging step.
+            # Host sync: the loss and the gradient norm come back from the device once per logging step
+            # (with the divergence check, so no NaN is logged).
+            guard.check(reduce=rt.reduce_mean)
             loss_value = (rt.reduce_sum(step_loss_sum) / step_weight).item()
             norm_value = float(grad_norm)
             tokens_per_s = meter.rate()  # None during the warm-up steps
@@ -297,6 +305,8 @@ def pretrain(cfg) -> dict[str, Any]:
                 log.write({"step": step, "val_loss": val["loss"], "val_perplexity": val["perplexity"]})
 
         if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.max_steps:
+            # Host sync: no checkpoint of a step that followed a non-finite one (the earlier ones stay).
+            guard.check(f"the checkpoint of step {step}", reduce=rt.reduce_mean)
             with meter.paused():
                 last_checkpoint = save(step)
     if progress is not None:
@@ -337,4 +347,4 @@ def pretrain(cfg) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    sys.exit(run_reporting_user_errors("pretrain.py", lambda: main(sys.argv[1:])))
+    sys.exit(run_reporting_user_errors(Path(sys.argv[0]).name, lambda: main(sys.argv[1:])))

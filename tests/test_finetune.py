@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,9 @@ import torch
 from scipy import stats
 from sklearn import metrics as skm
 
+from genolm.errors import ConfigError
 from genolm.recipe_config import load_yaml
+from genolm.training.guards import TrainingDivergedError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RECIPE = REPO_ROOT / "recipes" / "finetune.py"
@@ -468,12 +471,45 @@ def test_recipe_command_line(recipe, tmp_path, capsys):
     assert resolved["lr"] == 3e-4 and resolved["max_steps"] == 2 and resolved["model"] == "preset:tiny"
     assert json.loads((out / "metrics.json").read_text())["steps"] == 2
 
-    with pytest.raises(SystemExit) as exit_info:
+    with pytest.raises(ConfigError, match="unrecognized argument '--max_stepz'"):
         recipe.main(["--train", "x.csv", "--max_stepz", "3"])
-    assert exit_info.value.code == 2 and "--max_stepz" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="--peft: 'adapters' is not one of 'none', 'lora', 'ia3'"):
         recipe.main(["--train", "x.csv", "--peft", "adapters"])
-    assert "'none', 'lora', 'ia3'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--max_steps", "-5"], "max_steps must be >= 1 (or set epochs), got -5"),
+        (["--batch_size", "0"], "batch_size must be >= 1, got 0"),
+        (["--lr", "-1"], "lr must be a finite number > 0, got -1.0"),
+        (["--lr", "nan"], "lr must be a finite number > 0, got nan"),
+        (["--lora_dropout", "1.5"], "lora_dropout must be in [0, 1], got 1.5"),
+        (["--epochs", "0"], "epochs must be a finite number > 0, got 0.0"),
+        (["--validation_fraction", "1"], "validation_fraction must be in (0, 1), got 1.0"),
+    ],
+)
+def test_out_of_range_values_are_config_errors(flags, message):
+    from genolm.finetune import FinetuneConfig
+    from genolm.recipe_config import config_from_args
+
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        config_from_args(FinetuneConfig, ["--train", "x.csv", *flags])
+
+
+def test_diverged_finetuning_stops_and_saves_nothing(recipe, shared_data, tmp_path):
+    """--lr 1e6 makes the loss NaN: the run stops at the first check (a logging step) with the step, loss and
+    gradient norm, before any validation picks a best model, and writes no model or metrics."""
+    out = tmp_path / "diverged"
+    train = shared_data / PGB / "poly_a.arabidopsis_thaliana" / "train.csv"
+    with pytest.raises(TrainingDivergedError, match=r"^training diverged at step [12]: loss nan, gradient norm nan; "
+                       r"try a lower --lr \(now 1e\+06\)$"):
+        recipe.main(["--train", str(train), "--max_train_samples", "64", "--max_eval_samples", "16",
+                     "--max_steps", "6", "--eval_every", "6", "--log_every", "2", "--batch_size", "8",
+                     "--max_length", "24", "--lr", "1e6", "--mixed_precision", "no", "--output_dir", str(out)])
+    assert not (out / "model").exists() and not (out / "metrics.json").exists()
+    log = out / "log.jsonl"
+    assert not log.exists() or "NaN" not in log.read_text()
 
 
 def test_shipped_finetune_configs_parse():

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from genolm.errors import InputDataError
 from genolm.finetune import (
     IGNORE_INDEX,
     Collator,
@@ -77,10 +78,84 @@ def test_label_spec_classes_and_errors(poly_a):
     with pytest.raises(ValueError, match=r"val.csv: record 'x': class 'branch'"):
         spec.encode(unseen)
 
-    integers = Records(["a", "b"], seqs[:2], [0, 0], "t.csv")
-    assert LabelSpec.fit("classification", integers).num_labels == 2  # at least two classes
+    integers = Records(["a", "b"], seqs[:2], [0, 1], "t.csv")
+    assert LabelSpec.fit("classification", integers).num_labels == 2
     with pytest.raises(ValueError, match="not a class id"):
         LabelSpec.fit("classification", integers).encode(Records(["z"], seqs[:1], [2], "v.csv"))
+
+
+def _table(path, sequences, labels, column="label"):
+    pd.DataFrame({"sequence": sequences, column: labels}).to_csv(path, index=False)
+    return path
+
+
+def test_classification_labels_have_one_type_and_two_classes(poly_a, tmp_path):
+    seqs = poly_a["sequence"].tolist()[:4]
+    mixed = _table(tmp_path / "mixed.csv", seqs, ["0", "1", "2.5", "yes"])
+    with pytest.raises(InputDataError, match=r"mixed.csv: line 4 \(id '2'\), column 'label': label '2.5' is not a "
+                       r"class \(class ids are integers"):
+        load_records(mixed, task="classification")
+    with pytest.raises(InputDataError, match=r"record '2': label '2.5' is not a class"):  # without the task
+        LabelSpec.fit("classification", load_records(mixed))
+    names_and_ids = _table(tmp_path / "names.csv", seqs, ["0", "1", "yes", "1"])
+    with pytest.raises(InputDataError, match=r"mixes class names and numbers: .*names.csv: line 4 \(id '2'\), "
+                       r"column 'label' has 'yes', .*line 2 \(id '0'\), column 'label' has '0'"):
+        load_records(names_and_ids, task="classification")
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text("".join(json.dumps({"sequence": s, "label": v}) + "\n" for s, v in zip(seqs, [0, 1, 2.5, 1])))
+    with pytest.raises(InputDataError, match=r"t.jsonl: line 3 \(id '2'\), column 'label': label 2.5 is not"):
+        load_records(jsonl, task="classification")
+
+    # Integer-like values of any type are class ids: 1.0 from a float column, "1" from a text column.
+    records = load_records(_table(tmp_path / "floats.csv", seqs, [0.0, 1.0, 1.0, 0.0]), task="classification")
+    assert records.labels == [0, 1, 1, 0] and all(type(v) is int for v in records.labels)
+
+    single = load_records(_table(tmp_path / "single.csv", seqs, [1, 1, 1, 1]), task="classification")
+    with pytest.raises(InputDataError, match=r"single.csv: the training labels hold one class only \(1\); "
+                       "classification needs at least two"):
+        LabelSpec.fit("classification", single)
+    with pytest.raises(InputDataError, match="one class only \\('yes'\\)"):
+        LabelSpec.fit("classification", Records(["a", "b"], seqs[:2], ["yes", "yes"], "yes.csv"), ["no", "yes"])
+    with pytest.raises(InputDataError, match=r"holes.csv: line 3 \(id '1'\), column 'label': no label"):
+        load_records(_table(tmp_path / "holes.csv", seqs, [0, None, 1, 0]), task="classification")
+
+
+def test_regression_labels_are_numbers(poly_a, tmp_path):
+    seqs = poly_a["sequence"].tolist()[:3]
+    path = _table(tmp_path / "reg.csv", seqs, ["0.5", "high", "2"], column="expression")
+    with pytest.raises(InputDataError, match=r"reg.csv: line 3 \(id '1'\), column 'expression': expected a number or a "
+                       r"list of numbers, got 'high'"):
+        load_records(path, label_columns=["expression"], task="regression")
+    table = pd.DataFrame({"sequence": seqs, "leaf": [0.5, 1.0, 2.0], "root": [1.0, "low", 3.0]})
+    table.to_csv(tmp_path / "two.csv", index=False)
+    with pytest.raises(InputDataError, match=r"two.csv: line 3 \(id '1'\), column 'root': expected a number"):
+        load_records(tmp_path / "two.csv", label_columns=["leaf", "root"], task="regression")
+
+
+def test_invalid_sequences_and_empty_tables_are_named(poly_a, tmp_path):
+    seqs = poly_a["sequence"].tolist()[:3]
+    bad = [seqs[0], seqs[1][:10] + "x-Z" + seqs[1][10:], seqs[2]]
+    path = _table(tmp_path / "bad.csv", bad, [0, 1, 0])
+    with pytest.raises(InputDataError, match=r"bad.csv: line 3 \(id '1'\): invalid character 'x' at position 11 of "
+                       r"the sequence \(allowed: ACGTUNRYSWKMBDHV, either case\)"):
+        load_records(path, task="classification")
+    # Lower case, RNA and IUPAC codes are sequence; whitespace is dropped.
+    ok = _table(tmp_path / "ok.csv", ["acgtn", "ACGU RYK", "gattaca"], [0, 1, 0])
+    assert load_records(ok).sequences == ["ACGTN", "ACGURYK", "GATTACA"]
+
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(InputDataError, match=r"empty.csv: empty table \(no header, no rows\)"):
+        load_records(tmp_path / "empty.csv")
+    (tmp_path / "header.csv").write_text("sequence,label\n")
+    with pytest.raises(InputDataError, match=r"header.csv: no records \(the table has a header but no rows\)"):
+        load_records(tmp_path / "header.csv")
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(InputDataError, match=r"empty.jsonl: empty table"):
+        load_records(tmp_path / "empty.jsonl")
+    with pytest.raises(InputDataError, match=r"absent.csv: no such file"):
+        load_records(tmp_path / "absent.csv")
+    with pytest.raises(InputDataError, match=r"absent.fa: FASTA file not found"):
+        load_records(tmp_path / "absent.fa", labels_file=tmp_path / "header.csv")
 
 
 def test_multilabel_and_multi_output_cells(poly_a, tmp_path):

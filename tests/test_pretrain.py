@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from genolm.errors import ConfigError, InputDataError
 from genolm.training import checkpoint as ckpt
 from genolm.training.config import (
     PretrainConfig,
@@ -21,6 +23,7 @@ from genolm.training.config import (
     load_yaml,
     parse_config,
 )
+from genolm.training.guards import FiniteGuard, TrainingDivergedError
 from genolm.training.metrics import THROUGHPUT_WARMUP_STEPS, read_log
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,10 +72,45 @@ def test_config_errors(tmp_path):
         parse_config(["--config", str(bad)])
     with pytest.raises(ValueError, match="max_steps"):
         config_from_dict({"max_steps": "many"})
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match=r"--parallel: 'mpi' is not one of"):
         parse_config(["--parallel", "mpi"])
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(ConfigError, match="batch_size must be >= 1, got 0"):
         PretrainConfig(batch_size=0)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--max_steps", "-5"], "max_steps must be >= 1, got -5"),
+        (["--max_steps", "0"], "max_steps must be >= 1, got 0"),
+        (["--batch_size", "0"], "batch_size must be >= 1, got 0"),
+        (["--lr", "0"], "lr must be a finite number > 0, got 0.0"),
+        (["--lr", "nan"], "lr must be a finite number > 0, got nan"),
+        (["--lr", "inf"], "lr must be a finite number > 0, got inf"),
+        (["--init_lr=-1e-4"], "init_lr must be a finite number >= 0, got -0.0001"),
+        (["--mlm_probability", "1.5"], r"mlm_probability must be in \[0, 1\], got 1.5"),
+        (["--mlm_probability", "0"], "mlm_probability must be > 0"),
+        (["--adam_beta2", "-0.1"], r"adam_beta2 must be in \[0, 1\], got -0.1"),
+        (["--mask_replace_prob", "0.9", "--random_replace_prob", "0.2"], "mask_replace_prob \\+ random_replace_prob"),
+        (["--eval_every", "-1"], "eval_every must be >= 0, got -1"),
+        (["--decay", "exp"], "decay='exp'; expected one of sqrt, cosine, linear, constant"),
+    ],
+)
+def test_out_of_range_values_are_config_errors(flags, message):
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        parse_config(["--config", str(DEBUG), *flags])
+
+
+def test_model_override_typo_names_the_closest_field(tmp_path):
+    with pytest.raises(ConfigError, match=r"model_overrides: 'num_hiden_layers' is not a GenoLMConfig field; "
+                       r"did you mean 'num_hidden_layers'\?"):
+        parse_config(["--config", str(DEBUG), "--model_overrides.num_hiden_layers", "3"])
+    (tmp_path / "typo.yaml").write_text("model: tiny\nmodel_overrides:\n  hidden_sise: 64\n")
+    with pytest.raises(ConfigError, match="'hidden_sise' is not a GenoLMConfig field; did you mean 'hidden_size'"):
+        parse_config(["--config", str(tmp_path / "typo.yaml")])
+    config = parse_config(["--config", str(DEBUG), "--model_overrides.num_hidden_layers", "3",
+                           "--model_overrides.tie_word_embeddings", "true"])
+    assert config.model_overrides == {"num_hidden_layers": 3, "tie_word_embeddings": True}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -120,9 +158,108 @@ def test_truncated_checkpoint_is_skipped(tmp_path, tokenizer):
         assert ckpt.latest_checkpoint(tmp_path).name == "step-00000001"
 
 
+def test_altered_checkpoint_is_refused_by_its_hash(tmp_path, tokenizer):
+    """Same-size garbage in training_state.pt passes the size check but not the sha256 one: the run resumes
+    from the previous checkpoint (as for an incomplete one), with a warning naming the file."""
+    model = _tiny(tokenizer)
+    for step in (1, 2):
+        ckpt.save_checkpoint(tmp_path, step, model, tokenizer, {"step": step})
+    newest = tmp_path / "step-00000002"
+    manifest = json.loads((newest / ckpt.MANIFEST_NAME).read_text())
+    for name, digest in manifest["sha256"].items():
+        assert digest == hashlib.sha256((newest / name).read_bytes()).hexdigest(), name
+    assert ckpt.latest_checkpoint(tmp_path) == newest
+
+    state = newest / ckpt.TRAINING_STATE_NAME
+    state.write_bytes(bytes(255 - b for b in state.read_bytes()))  # same size, other bytes
+    assert ckpt.checkpoint_problem(newest) is None  # sizes still match
+    assert ckpt.checkpoint_problem(newest, verify_hashes=True) == (
+        "training_state.pt does not match its sha256 in checkpoint.json (corrupted or altered)"
+    )
+    with pytest.warns(UserWarning, match=r"skipping corrupted checkpoint .*step-00000002: training_state.pt"):
+        assert ckpt.latest_checkpoint(tmp_path).name == "step-00000001"
+    state.unlink()
+    (tmp_path / "step-00000001" / "model.safetensors").write_bytes(b"\0" * manifest["files"]["model.safetensors"])
+    with pytest.warns(UserWarning, match=r"step-00000001: model.safetensors does not match"):
+        assert ckpt.latest_checkpoint(tmp_path) is None
+
+
+class _Runs:
+    def __reduce__(self):
+        return (print, ("code ran while loading",))
+
+
+def test_training_state_is_loaded_without_running_code(tmp_path, capsys):
+    model = _tiny(tokenizer=None)
+    path = ckpt.save_checkpoint(tmp_path, 1, model, _Tokenizer(), {"step": 1, "rng": ckpt.rng_state()})
+    state = ckpt.load_training_state(path)
+    assert state["step"] == 1 and state["rng"]["numpy"][0] == "MT19937"
+    torch.save({"step": 1, "payload": _Runs()}, path / ckpt.TRAINING_STATE_NAME)
+    with pytest.raises(InputDataError, match=r"training_state.pt: refused: it holds objects other than tensors.*"
+                       r"\(a reference to print\)"):
+        ckpt.load_training_state(path)
+    assert "code ran" not in capsys.readouterr().out
+
+
+class _Tokenizer:
+    def save_pretrained(self, folder):
+        (Path(folder) / "tokenizer.json").write_text("{}")
+
+
+def test_checkpoint_of_non_finite_weights_is_refused(tmp_path, tokenizer):
+    model = _tiny(tokenizer)
+    with torch.no_grad():
+        model.genolm.embeddings.word_embeddings.weight[3, 0] = float("inf")
+    with pytest.raises(TrainingDivergedError, match=r"checkpoint step-00000004: parameter "
+                       r"'genolm.embeddings.word_embeddings.weight' holds NaN or infinite values; not saved"):
+        ckpt.save_checkpoint(tmp_path, 4, model, tokenizer, {"step": 4})
+    assert not list(tmp_path.iterdir())
+
+
+def test_finite_guard_reports_the_first_bad_step():
+    guard = FiniteGuard("cpu", step=10, hint="try a lower --lr")
+    guard.update(torch.tensor(2.5), torch.tensor(0.7))
+    guard.check("the checkpoint of step 11")  # finite: nothing
+    guard.update(torch.tensor(float("nan")), torch.tensor(0.5))
+    guard.update(torch.tensor(1.0), torch.tensor(float("inf")))
+    with pytest.raises(TrainingDivergedError, match=r"^training diverged at step 12: loss nan, gradient norm 0.5; "
+                       r"stopped before the checkpoint of step 13; try a lower --lr$"):
+        guard.check("the checkpoint of step 13")
+    # The gradient norm alone, and a divergence seen only by another process (the reduced flag).
+    guard = FiniteGuard("cpu")
+    guard.update(torch.tensor(1.0), torch.tensor(float("inf")))
+    with pytest.raises(TrainingDivergedError, match=r"step 1: loss 1, gradient norm inf"):
+        guard.check()
+    calm = FiniteGuard("cpu")
+    calm.update(torch.tensor(1.0), 0.3)
+    with pytest.raises(TrainingDivergedError, match="on another process"):
+        calm.check(reduce=lambda flag: (flag + 1.0) / 2)  # the mean over two processes, one of them diverged
+
+
 # --------------------------------------------------------------------------------------------------
 # runs
 # --------------------------------------------------------------------------------------------------
+def test_diverged_run_stops_before_its_checkpoint(tmp_path):
+    """--lr 1e6 makes the loss NaN at step 2: the run exits 2 with one line before checkpoint 2 is written;
+    the checkpoint of step 1 stays and holds finite weights; no NaN is logged."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    command = [sys.executable, str(REPO / "recipes" / "pretrain.py"), *_debug_args(
+        out, "--lr", "1e6", "--init_lr", "1e6", "--max_steps", "6", "--checkpoint_every", "1", "--log_every", "3",
+        "--keep_checkpoints", "2")]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("pretrain.py: error: training diverged at step 2: loss nan, gradient norm nan; "
+                           "stopped before the checkpoint of step 2; try a lower --lr (now 1e+06)"), done.stderr
+    assert [p.name for p in ckpt.list_checkpoints(out / "checkpoints")] == ["step-00000001"]
+    weights = load_file(out / "checkpoints" / "step-00000001" / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    log = out / "log.jsonl"
+    assert not log.exists() or not [r for r in read_log(log) if "loss" in r]  # step 3's line never came
+
 def _debug_args(out: Path, *extra: str) -> list[str]:
     return ["--config", str(DEBUG), "--output_dir", str(out), *extra]
 

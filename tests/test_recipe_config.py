@@ -7,6 +7,7 @@ from typing import Literal
 
 import pytest
 
+from genolm.errors import ConfigError
 from genolm.recipe_config import coerce, config_from_args, load_yaml, option, save_yaml
 
 
@@ -45,11 +46,32 @@ def test_errors_name_the_field_and_file(tmp_path, capsys):
     (tmp_path / "typed.yaml").write_text("max_steps: 2.5\n")
     with pytest.raises(ValueError, match=r"typed.yaml: max_steps: expected an integer"):
         load_yaml(ToyConfig, tmp_path / "typed.yaml")
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match=r"^--peft: 'adapters' is not one of 'none', 'lora', 'ia3'$"):
         config_from_args(ToyConfig, ["--peft", "adapters"])
-    assert "peft: 'adapters' is not one of 'none', 'lora', 'ia3'" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match=r"unrecognized argument '--max_step' \(see .* --help\)"):
         config_from_args(ToyConfig, ["--max_step", "3"])  # no abbreviations
+    with pytest.raises(ConfigError, match=r"--max_steps: expected an integer, got 'many'"):
+        config_from_args(ToyConfig, ["--max_steps", "many"])
+    with pytest.raises(ConfigError, match=r"--names: invalid YAML value '\[a, b': expected ',' or '\]'"):
+        config_from_args(ToyConfig, ["--names", "[a, b"])
+    with pytest.raises(ConfigError, match=r"config file not found: .*missing.yaml"):
+        config_from_args(ToyConfig, ["--config", str(tmp_path / "missing.yaml")])
+    assert capsys.readouterr().err == ""  # raised, not printed: the recipes print the one line
+
+
+@pytest.mark.parametrize(
+    ("text", "position", "problem"),
+    [
+        ("max_steps: 3\nlr: [1\n", ":3:1:", r"expected ',' or '\]', but got '<stream end>' \(while parsing a flow sequence at line 2, column 5\)"),
+        ("max_steps: 3\n  lr: 1\n", ":2:5:", "mapping values are not allowed here"),
+        ("max_steps: 3\nname: \"x\n", ":3:1:", r"found unexpected end of stream \(while scanning a quoted scalar at line 2, column 7\)"),
+    ],
+)
+def test_yaml_syntax_error_names_file_line_and_column(tmp_path, text, position, problem):
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"broken.yaml{position} invalid YAML: {problem}"):
+        load_yaml(ToyConfig, path)
 
 
 @pytest.mark.parametrize(

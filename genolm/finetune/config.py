@@ -3,10 +3,13 @@ fields serialised, and every field is also a command-line flag (see :mod:`genolm
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
+from ..errors import ConfigError
 from ..recipe_config import option
+from ..training.config import check_fraction, check_non_negative, check_positive
 
 TASKS = ("classification", "regression", "multilabel", "token_classification")
 
@@ -139,25 +142,41 @@ class FinetuneConfig:
     save_predictions: bool = option(True, "write predictions_{validation,test}.parquet")
 
     def __post_init__(self) -> None:
+        def fail(message: str) -> None:
+            raise ConfigError(message)
+
         if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+            fail(f"task must be one of {TASKS}, got {self.task!r}")
         if not self.train:
-            raise ValueError("no training data: set train (a table or FASTA file)")
+            fail("no training data: set train (a table or FASTA file)")
         if not 0.0 < self.validation_fraction < 1.0:
-            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
-        for name in ("batch_size", "gradient_accumulation_steps", "eval_every", "log_every"):
+            fail(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        for name in ("batch_size", "gradient_accumulation_steps", "eval_every", "log_every", "lora_r"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                fail(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_train_samples", "max_eval_samples", "eval_batch_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                fail(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "patience", "num_workers"):
+            if getattr(self, name) < 0:
+                fail(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_length is not None and self.max_length < 2:
-            raise ValueError(f"max_length must be >= 2 (<cls> and one token), got {self.max_length}")
+            fail(f"max_length must be >= 2 (<cls> and one token), got {self.max_length}")
         if self.window_stride is not None and self.window_stride < 1:
-            raise ValueError(f"window_stride must be >= 1, got {self.window_stride}")
+            fail(f"window_stride must be >= 1, got {self.window_stride}")
         if self.epochs is None and self.max_steps < 1:
-            raise ValueError("set max_steps >= 1 or epochs")
+            fail(f"max_steps must be >= 1 (or set epochs), got {self.max_steps}")
+        if self.epochs is not None and not (math.isfinite(self.epochs) and self.epochs > 0):
+            fail(f"epochs must be a finite number > 0, got {self.epochs}")
+        check_positive(self, "lr", "adam_eps", "lora_alpha")
+        check_non_negative(self, "init_lr", "min_lr", "weight_decay", "max_grad_norm", "min_delta")
+        check_fraction(self, "adam_beta1", "adam_beta2", "lora_dropout")
+        if self.classifier_dropout is not None:
+            check_fraction(self, "classifier_dropout")
         if self.peft == "ia3" and self.feedforward_modules and self.target_modules:
             missing = set(self.feedforward_modules) - set(self.target_modules)
             if missing:
-                raise ValueError(f"feedforward_modules {sorted(missing)} are not in target_modules")
+                fail(f"feedforward_modules {sorted(missing)} are not in target_modules")
 
 
 def default_metric(task: str) -> str:

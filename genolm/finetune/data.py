@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..errors import ConfigError, InputDataError
 from ..genome import read_records
 from ..genome.fasta import is_fasta_name
 
@@ -44,6 +45,10 @@ IGNORE_INDEX = -100  # label of positions without a label (the loss and metrics 
 SEQUENCE_TASKS = ("classification", "regression", "multilabel")
 ID_COLUMNS = ("id", "name", "record_id", "seq_id")
 MAX_CLASSES = 100_000  # integer labels above this are not class ids
+# Letters a sequence may hold (after upper-casing): the tokenizer's A/C/G/T/N, U (read as T) and the IUPAC
+# ambiguity codes (read as N); anything else would silently become <unk> tokens.
+SEQUENCE_LETTERS = "ACGTUN" + "RYSWKMBDHV"
+_INVALID_LETTER = re.compile(f"[^{SEQUENCE_LETTERS}]")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -95,27 +100,105 @@ def read_table(path: str | Path, text_columns: Sequence[str] = ()) -> pd.DataFra
     would otherwise be read as a number).
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputDataError(f"{path}: no such file")
     suffix = _suffix(path)
     dtype = dict.fromkeys(text_columns, str)
-    if suffix == ".csv":
-        return pd.read_csv(path, dtype=dtype)
-    if suffix in (".tsv", ".tab", ".txt"):
-        return pd.read_csv(path, sep="\t", dtype=dtype)
-    if suffix in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        return pd.read_json(path, lines=True)
-    raise ValueError(
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(path, dtype=dtype)
+        if suffix in (".tsv", ".tab", ".txt"):
+            return pd.read_csv(path, sep="\t", dtype=dtype)
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        if suffix in (".jsonl", ".ndjson", ".json"):
+            if path.stat().st_size == 0:
+                raise InputDataError(f"{path}: empty table (no rows)")
+            return pd.read_json(path, lines=True)
+    except pd.errors.EmptyDataError:
+        raise InputDataError(f"{path}: empty table (no header, no rows)") from None
+    except pd.errors.ParserError as err:
+        raise InputDataError(f"{path}: not a readable {suffix[1:].upper()} table: {err}") from None
+    raise InputDataError(
         f"{path}: unknown table format {suffix!r}; use .csv, .tsv, .parquet or .jsonl (or FASTA)"
     )
 
 
 def _clean_sequence(value: Any, where: str) -> str:
+    """The sequence upper-cased without whitespace; :class:`InputDataError` naming ``where`` when it is missing
+    or holds a letter outside :data:`SEQUENCE_LETTERS`."""
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{where}: missing or empty sequence ({value!r})")
-    return "".join(value.split()).upper()
+        raise InputDataError(f"{where}: missing or empty sequence ({value!r})")
+    sequence = "".join(value.split())
+    bad = _INVALID_LETTER.search(sequence.upper())
+    if bad:
+        raise InputDataError(
+            f"{where}: invalid character {sequence[bad.start()]!r} at position {bad.start() + 1} of the sequence "
+            f"(allowed: {SEQUENCE_LETTERS}, either case)"
+        )
+    return sequence.upper()
+
+
+def _row_name(path: Path, r: int) -> str:
+    """How a user finds row ``r`` (0-based, header excluded) of a table: its line in a text file."""
+    suffix = _suffix(path)
+    if suffix in (".csv", ".tsv", ".tab", ".txt"):
+        return f"line {r + 2}"  # the header is line 1
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return f"line {r + 1}"
+    return f"row {r}"
+
+
+_LabelKind = str  # "missing", "integer", "number" (not integer-valued), "name"
+
+
+def _label_kind(value: Any) -> _LabelKind:
+    if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
+        return "missing"
+    if _is_integer_like(value):
+        return "integer"
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return "number"
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return "name"
+        return "integer" if math.isfinite(number) and number.is_integer() else "number"
+    return "name"
+
+
+def classification_labels(values: Sequence[Any], where: Sequence[str]) -> list[int] | list[str]:
+    """Class labels of one column, checked and of one type: integer class ids (``1``, ``1.0``, ``"1"``) as
+    ``int``, or class names as ``str``.
+
+    ``where[i]`` names record ``i`` in messages. Raises :class:`InputDataError` for a missing label, a number
+    that is not an integer (``2.5`` is not a class), or a column mixing numbers and names.
+    """
+    kinds = [_label_kind(v) for v in values]
+    for i, kind in enumerate(kinds):
+        if kind == "missing":
+            raise InputDataError(f"{where[i]}: no label")
+        if kind == "number":
+            raise InputDataError(
+                f"{where[i]}: label {values[i]!r} is not a class (class ids are integers 0..C-1, or use "
+                "class names; continuous values need task regression)"
+            )
+    if "name" in kinds and "integer" in kinds:
+        n, i = kinds.index("name"), kinds.index("integer")
+        raise InputDataError(
+            f"the label column mixes class names and numbers: {where[n]} has {values[n]!r}, {where[i]} has "
+            f"{values[i]!r} (use one type per label column)"
+        )
+    if "name" in kinds:
+        return [str(v) for v in values]
+    return [int(float(v)) if isinstance(v, str) else int(v) for v in values]
+
+
+def _check_numeric(values: Sequence[Any], where: Sequence[str]) -> None:
+    """Regression / multi-label cells must be numbers or lists of numbers."""
+    for i, value in enumerate(values):
+        _as_vector(value, where[i])
 
 
 def _resolve_label_columns(
@@ -124,12 +207,12 @@ def _resolve_label_columns(
     if label_columns:
         missing = [c for c in label_columns if c not in columns]
         if missing:
-            raise ValueError(f"{where}: label column(s) {missing} not found; columns: {list(columns)}")
+            raise InputDataError(f"{where}: label column(s) {missing} not found; columns: {list(columns)}")
         return list(label_columns)
     for name in ("label", "labels"):
         if name in columns:
             return [name]
-    raise ValueError(f"{where}: no 'label' or 'labels' column (columns: {list(columns)}); set label_columns")
+    raise InputDataError(f"{where}: no 'label' or 'labels' column (columns: {list(columns)}); set label_columns")
 
 
 def load_records(
@@ -158,51 +241,57 @@ def load_records(
     text_columns = ["label", "labels", *(label_columns or ())] if task == "token_classification" else []
     if is_fasta(path):
         if labels_file is None:
-            raise ValueError(
+            raise InputDataError(
                 f"{path}: a FASTA input needs labels_file (a table of labels keyed by record id)"
             )
         records = [(seq_id, seq.upper()) for seq_id, seq in read_records(path)]
         ids, sequences = [seq_id for seq_id, _ in records], [seq for _, seq in records]
         table = read_table(labels_file, text_columns=[*text_columns, id_column])
         if id_column not in table.columns:
-            raise ValueError(f"{labels_file}: no id column {id_column!r} (columns: {list(table.columns)})")
+            raise InputDataError(f"{labels_file}: no id column {id_column!r} (columns: {list(table.columns)})")
         columns = _resolve_label_columns(table.columns, label_columns, str(labels_file))
         table[id_column] = table[id_column].astype(str)
         duplicated = table[id_column][table[id_column].duplicated()]
         if len(duplicated):
-            raise ValueError(f"{labels_file}: record id {duplicated.iloc[0]!r} appears more than once")
+            raise InputDataError(f"{labels_file}: record id {duplicated.iloc[0]!r} appears more than once")
         table = table.set_index(id_column)
         missing = [i for i in ids if i not in table.index]
         if missing:
-            raise ValueError(
+            raise InputDataError(
                 f"{path}: {len(missing)} record(s) have no row in {labels_file}, e.g. {missing[0]!r} "
                 f"(matched on column {id_column!r})"
             )
         rows = table.loc[ids, columns]
+        if not ids:
+            raise InputDataError(f"{path}: no records")
         sequences = [_clean_sequence(s, f"{path}: record {i!r}") for i, s in zip(ids, sequences)]
+        where = [f"{labels_file}: record {i!r}" for i in ids]
     else:
         table = read_table(path, text_columns=text_columns)
         if sequence_column not in table.columns:
-            raise ValueError(
+            raise InputDataError(
                 f"{path}: no sequence column {sequence_column!r} (columns: {list(table.columns)})"
             )
         columns = _resolve_label_columns(table.columns, label_columns, str(path))
         id_col = next((c for c in (id_column, *ID_COLUMNS) if c in table.columns), None)
         ids = table[id_col].astype(str).tolist() if id_col else [str(i) for i in range(len(table))]
-        # row r of the table is line r + 2 of a CSV/TSV (header first)
-        sequences = [
-            _clean_sequence(s, f"{path}: row {r} (id {i!r})")
-            for r, (i, s) in enumerate(zip(ids, table[sequence_column]))
-        ]
+        where = [f"{path}: {_row_name(path, r)} (id {i!r})" for r, i in enumerate(ids)]
+        if not len(table):
+            raise InputDataError(f"{path}: no records (the table has a header but no rows)")
+        sequences = [_clean_sequence(s, w) for w, s in zip(where, table[sequence_column])]
         rows = table[columns]
     if len(columns) == 1:
         labels = rows[columns[0]].tolist()
         names = None
+        if task == "classification":
+            labels = classification_labels(labels, [f"{w}, column {columns[0]!r}" for w in where])
+        elif task in ("regression", "multilabel"):
+            _check_numeric(labels, [f"{w}, column {columns[0]!r}" for w in where])
     else:
+        for column in columns:
+            _check_numeric(rows[column].tolist(), [f"{w}, column {column!r}" for w in where])
         labels = [np.asarray(v, dtype=np.float64) for v in rows.to_numpy(dtype=np.float64)]
         names = list(columns)
-    if not sequences:
-        raise ValueError(f"{path}: no records")
     return Records(ids=ids, sequences=sequences, labels=labels, source=str(path), label_names=names)
 
 
@@ -211,7 +300,7 @@ def split_validation(records: Records, fraction: float, seed: int) -> tuple[Reco
     n = len(records)
     n_val = max(1, int(round(n * fraction)))
     if n_val >= n:
-        raise ValueError(f"{records.source}: {n} record(s) are too few to hold out a validation split")
+        raise InputDataError(f"{records.source}: {n} record(s) are too few to hold out a validation split")
     order = np.random.default_rng(seed).permutation(n)
     val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
     return (
@@ -225,16 +314,20 @@ def split_validation(records: Records, fraction: float, seed: int) -> tuple[Reco
 # ----------------------------------------------------------------------------------------------------------
 def _as_vector(value: Any, where: str) -> np.ndarray:
     """A list-like label cell (list, array, JSON text, or text separated by commas/semicolons/spaces)."""
+    cell = value
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
-            value = json.loads(text)
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                raise InputDataError(f"{where}: expected a number or a list of numbers, got {cell!r}") from None
         else:
             value = [v for v in re.split(r"[,;\s]+", text) if v]
     try:
         return np.asarray(value, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
-        raise ValueError(f"{where}: expected a list of numbers, got {value!r}") from None
+        raise InputDataError(f"{where}: expected a number or a list of numbers, got {cell!r}") from None
 
 
 def _is_integer_like(value: Any) -> bool:
@@ -273,22 +366,24 @@ class LabelSpec:
         """
         where = records.source
         if records.label_names and task in ("classification", "token_classification"):
-            raise ValueError(
+            raise InputDataError(
                 f"{where}: {task} takes one label column, got {len(records.label_names)}: {records.label_names}"
             )
         if task == "classification":
-            values = records.labels
-            missing = [
-                i for i, v in enumerate(values) if v is None or (isinstance(v, float) and math.isnan(v))
-            ]
-            if missing:
-                raise ValueError(f"{where}: record {records.ids[missing[0]]!r} has no label")
-            if all(_is_integer_like(v) for v in values):
-                if min(values) < 0:
-                    raise ValueError(f"{where}: class ids must be >= 0 (found {min(values)})")
-                return cls._integer_classes(task, int(max(values)), class_names, where)
-            return cls._named_classes(task, sorted({str(v) for v in values}), class_names, where)
+            values = classification_labels(records.labels, [f"{where}: record {i!r}" for i in records.ids])
+            found = sorted(set(values))
+            if len(found) < 2:
+                raise InputDataError(
+                    f"{where}: the training labels hold one class only ({found[0]!r}); classification needs "
+                    "at least two"
+                )
+            if isinstance(values[0], int):
+                if found[0] < 0:
+                    raise InputDataError(f"{where}: class ids must be >= 0 (found {found[0]})")
+                return cls._integer_classes(task, found[-1], class_names, where)
+            return cls._named_classes(task, found, class_names, where)
         if task in ("regression", "multilabel"):
+            _check_numeric(records.labels, [f"{where}: record {i!r}" for i in records.ids])
             first = _as_vector(records.labels[0], f"{where}: record {records.ids[0]!r}")
             width = first.size
             if records.label_names:
@@ -308,17 +403,17 @@ class LabelSpec:
                 return spec
             top = max(int(_as_vector(v, where).max(initial=0)) for v in records.labels)
             return cls._integer_classes(task, top, class_names, where)
-        raise ValueError(f"unknown task {task!r}")
+        raise ConfigError(f"unknown task {task!r}")
 
     @classmethod
     def _integer_classes(
         cls, task: str, top: int, class_names: Sequence[str] | None, where: str
     ) -> LabelSpec:
         if top >= MAX_CLASSES:
-            raise ValueError(f"{where}: class id {top} >= {MAX_CLASSES}; are these labels class ids?")
+            raise InputDataError(f"{where}: class id {top} >= {MAX_CLASSES}; are these labels class ids?")
         if class_names:
             if top >= len(class_names):
-                raise ValueError(f"{where}: class id {top} but only {len(class_names)} class_names")
+                raise InputDataError(f"{where}: class id {top} but only {len(class_names)} class_names")
             return cls(task, len(class_names), list(class_names))
         n = max(2, top + 1)
         return cls(task, n, [str(i) for i in range(n)])
@@ -330,9 +425,9 @@ class LabelSpec:
         names = list(class_names) if class_names else found
         unknown = sorted(set(found) - set(names))
         if unknown:
-            raise ValueError(f"{where}: classes {unknown} are not in class_names {names}")
+            raise InputDataError(f"{where}: classes {unknown} are not in class_names {names}")
         if len(names) < 2:
-            raise ValueError(f"{where}: only one class ({names[0]!r}) in the training labels")
+            raise InputDataError(f"{where}: only one class ({names[0]!r}) in the training labels")
         return cls(task, len(names), names, class_index={n: i for i, n in enumerate(names)})
 
     def encode(self, records: Records) -> np.ndarray | list[np.ndarray]:
@@ -341,17 +436,18 @@ class LabelSpec:
         where = records.source
         if self.task == "classification":
             out = np.empty(len(records), dtype=np.int64)
-            for r, value in enumerate(records.labels):
+            labels = classification_labels(records.labels, [f"{where}: record {i!r}" for i in records.ids])
+            for r, value in enumerate(labels):
                 if self.class_index is None:
                     if not _is_integer_like(value) or not 0 <= int(value) < self.num_labels:
-                        raise ValueError(
+                        raise InputDataError(
                             f"{where}: record {records.ids[r]!r}: label {value!r} is not a class id in "
                             f"0..{self.num_labels - 1} (classes fixed by the training data)"
                         )
                     out[r] = int(value)
                 else:
                     if str(value) not in self.class_index:
-                        raise ValueError(
+                        raise InputDataError(
                             f"{where}: record {records.ids[r]!r}: class {value!r} does not occur in the "
                             f"training data (classes: {', '.join(self.names)})"
                         )
@@ -362,14 +458,14 @@ class LabelSpec:
             for r, value in enumerate(records.labels):
                 vector = _as_vector(value, f"{where}: record {records.ids[r]!r}")
                 if vector.size != self.num_labels:
-                    raise ValueError(
+                    raise InputDataError(
                         f"{where}: record {records.ids[r]!r} has {vector.size} label value(s), expected "
                         f"{self.num_labels}"
                     )
                 if not np.isfinite(vector).all():
-                    raise ValueError(f"{where}: record {records.ids[r]!r} has a missing label value")
+                    raise InputDataError(f"{where}: record {records.ids[r]!r} has a missing label value")
                 if self.task == "multilabel" and not np.isin(vector, (0.0, 1.0)).all():
-                    raise ValueError(f"{where}: record {records.ids[r]!r}: multi-label values must be 0 or 1")
+                    raise InputDataError(f"{where}: record {records.ids[r]!r}: multi-label values must be 0 or 1")
                 out[r] = vector
             return out
         encoded = []
@@ -378,24 +474,24 @@ class LabelSpec:
             if isinstance(value, str):
                 if self.symbols is None:
                     if not value.isdigit():
-                        raise ValueError(
+                        raise InputDataError(
                             f"{rid}: per-nucleotide labels must be digits, got {value[:20]!r}..."
                         )
                     labels = np.frombuffer(value.encode("ascii"), dtype=np.uint8).astype(np.int64) - ord("0")
                 else:
                     unknown = set(value) - set(self.symbols)
                     if unknown:
-                        raise ValueError(f"{rid}: label symbol(s) {sorted(unknown)} not in the training data")
+                        raise InputDataError(f"{rid}: label symbol(s) {sorted(unknown)} not in the training data")
                     labels = np.array([self.symbols[c] for c in value], dtype=np.int64)
             else:
                 labels = _as_vector(value, rid).astype(np.int64)
             if labels.size != len(sequence):
-                raise ValueError(
+                raise InputDataError(
                     f"{rid}: {labels.size} per-nucleotide labels for a {len(sequence)} nt sequence"
                 )
             labels[labels < 0] = IGNORE_INDEX
             if (labels >= self.num_labels).any():
-                raise ValueError(f"{rid}: label {labels.max()} >= number of classes {self.num_labels}")
+                raise InputDataError(f"{rid}: label {labels.max()} >= number of classes {self.num_labels}")
             encoded.append(labels)
         return encoded
 
@@ -481,7 +577,7 @@ def encode_split(
     the record's label (sequence tasks) or its own nucleotides' labels (token classification).
     """
     if long_sequences not in ("truncate", "windows"):
-        raise ValueError(f"long_sequences must be 'truncate' or 'windows', got {long_sequences!r}")
+        raise ConfigError(f"long_sequences must be 'truncate' or 'windows', got {long_sequences!r}")
     k = tokenizer.k
     token_task = spec.task == "token_classification"
     targets = spec.encode(records)

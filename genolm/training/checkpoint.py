@@ -5,21 +5,27 @@ Layout of ``OUTPUT_DIR/checkpoints/step-00001000/``::
     config.json, model.safetensors       the model in Hugging Face format (consolidated when sharded)
     tokenizer.json, tokenizer_config.json ...
     training_state.pt                    optimizer, scheduler, RNG and data-stream state, step, run config
-    checkpoint.json                      manifest: step and the size of every file above (written last)
+    checkpoint.json                      manifest: step, size and sha256 of every file above (written last)
 
 A checkpoint is written into a hidden temporary folder (``.tmp-step-...``), every file is fsync'ed, the
 manifest is written last, and the folder is renamed into place (an atomic operation on POSIX filesystems),
 so a run killed at any moment leaves either the previous checkpoints or the new one complete. Readers trust
-only folders whose manifest matches the files on disk; anything else is skipped with a warning.
+only folders whose manifest matches the files on disk; anything else is skipped with a warning. Listing
+compares sizes (cheap); :func:`latest_checkpoint`, which picks the checkpoint a run resumes from, also compares
+every file's sha256, so a file altered in place (same size, other bytes) is caught too, and the run resumes from
+the newest checkpoint that verifies (the same fallback as for an incomplete one). Weights holding NaN or
+infinite values are refused at save time.
 
 ``AutoModelForMaskedLM.from_pretrained(checkpoint)`` (after ``import genolm``) loads the model directly.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import pickle
 import random
 import re
 import shutil
@@ -31,16 +37,28 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import InputDataError
+from .guards import check_finite_weights
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
 MANIFEST_NAME = "checkpoint.json"
 TRAINING_STATE_NAME = "training_state.pt"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: sha256 of every file (version 1 manifests carry sizes only)
 
 
 def checkpoint_name(step: int) -> str:
     return f"step-{step:08d}"
+
+
+def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _fsync_file(path: Path) -> None:
@@ -94,6 +112,8 @@ def save_checkpoint(
             model's own state dict.
         keep_last: keep only this many newest complete checkpoints (None keeps all).
     """
+    state_dict = dict(model_state_dict) if model_state_dict is not None else model.state_dict()
+    check_finite_weights(state_dict, f"checkpoint {checkpoint_name(step)}")
     checkpoints_dir = Path(checkpoints_dir)
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     final = checkpoints_dir / checkpoint_name(step)
@@ -102,15 +122,17 @@ def save_checkpoint(
         shutil.rmtree(tmp)
     tmp.mkdir()
 
-    model.save_pretrained(tmp, state_dict=dict(model_state_dict) if model_state_dict is not None else None)
+    model.save_pretrained(tmp, state_dict=state_dict if model_state_dict is not None else None)
     tokenizer.save_pretrained(tmp)
     torch.save(dict(training_state), tmp / TRAINING_STATE_NAME)
 
-    files = {}
+    files, hashes = {}, {}
     for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
         _fsync_file(path)
-        files[str(path.relative_to(tmp))] = path.stat().st_size
-    manifest = {"version": MANIFEST_VERSION, "step": step, "files": files}
+        name = str(path.relative_to(tmp))
+        files[name] = path.stat().st_size
+        hashes[name] = file_sha256(path)
+    manifest = {"version": MANIFEST_VERSION, "step": step, "files": files, "sha256": hashes}
     (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
     _fsync_file(tmp / MANIFEST_NAME)
     _fsync_dir(tmp)
@@ -126,9 +148,10 @@ def save_checkpoint(
     return final
 
 
-def checkpoint_problem(path: str | Path) -> str | None:
+def checkpoint_problem(path: str | Path, verify_hashes: bool = False) -> str | None:
     """Why ``path`` is not a complete checkpoint (None when it is): missing manifest, missing or
-    truncated file."""
+    truncated file; with ``verify_hashes`` also a file whose sha256 differs from the manifest's (altered in
+    place). Manifests written before hashes were recorded are checked by size only."""
     path = Path(path)
     manifest_path = path / MANIFEST_NAME
     if not manifest_path.is_file():
@@ -136,7 +159,8 @@ def checkpoint_problem(path: str | Path) -> str | None:
     try:
         manifest = json.loads(manifest_path.read_text())
         files = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        hashes = manifest.get("sha256", {})
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
         return f"unreadable {MANIFEST_NAME}: {err}"
     for name, size in files.items():
         file = path / name
@@ -144,6 +168,10 @@ def checkpoint_problem(path: str | Path) -> str | None:
             return f"missing {name}"
         if file.stat().st_size != size:
             return f"{name} has {file.stat().st_size} bytes, the manifest says {size} (truncated or altered)"
+    if verify_hashes:
+        for name, expected in hashes.items():
+            if file_sha256(path / name) != expected:
+                return f"{name} does not match its sha256 in {MANIFEST_NAME} (corrupted or altered)"
     return None
 
 
@@ -167,10 +195,18 @@ def list_checkpoints(checkpoints_dir: str | Path, warn: bool = True) -> list[Pat
     return [path for _, path in sorted(found)]
 
 
-def latest_checkpoint(checkpoints_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint, or None."""
-    complete = list_checkpoints(checkpoints_dir)
-    return complete[-1] if complete else None
+def latest_checkpoint(checkpoints_dir: str | Path, verify_hashes: bool = True) -> Path | None:
+    """The newest complete checkpoint whose files match their sha256 (see :func:`checkpoint_problem`), or None.
+
+    A checkpoint that fails the check is skipped with a warning naming the file, like an incomplete one, and
+    the next older one is tried.
+    """
+    for path in reversed(list_checkpoints(checkpoints_dir)):
+        problem = checkpoint_problem(path, verify_hashes=True) if verify_hashes else None
+        if problem is None:
+            return path
+        warnings.warn(f"skipping corrupted checkpoint {path}: {problem}", stacklevel=2)
+    return None
 
 
 def prune_checkpoints(checkpoints_dir: str | Path, keep_last: int) -> None:
@@ -184,10 +220,26 @@ def prune_checkpoints(checkpoints_dir: str | Path, keep_last: int) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def _numpy_globals() -> list[Any]:
+    """What numpy arrays, scalars and dtypes (RNG states, data-stream buffers) need from the unpickler."""
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    dtypes = {type(np.dtype(code)) for code in "?bBhHiIlLqQefdgSUO"}
+    return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *dtypes]
+
+
 def load_training_state(path: str | Path) -> dict[str, Any]:
-    """Read ``training_state.pt`` of a checkpoint (a file this library wrote, so a full unpickle is used:
-    it holds numpy and Python RNG states, which ``weights_only`` loading refuses)."""
-    return torch.load(Path(path) / TRAINING_STATE_NAME, map_location="cpu", weights_only=False)
+    """Read ``training_state.pt`` of a checkpoint with ``weights_only`` loading (tensors, containers and the
+    numpy arrays of the RNG and data-stream states; nothing that runs code)."""
+    file = Path(path) / TRAINING_STATE_NAME
+    try:
+        with torch.serialization.safe_globals(_numpy_globals()):
+            return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        raise InputDataError(
+            f"{file}: refused: it holds objects other than tensors, containers and numpy arrays"
+            + (f" (a reference to {found.group(1)})" if found else "")
+        ) from None
 
 
 __all__ = [
@@ -195,6 +247,7 @@ __all__ = [
     "TRAINING_STATE_NAME",
     "checkpoint_name",
     "checkpoint_problem",
+    "file_sha256",
     "latest_checkpoint",
     "list_checkpoints",
     "load_training_state",

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import math
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +21,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .. import recipe_config
+from ..errors import ConfigError
 from ..recipe_config import option as _f
+from .schedule import DECAYS
 
 Parallel = Literal["auto", "none", "ddp", "fsdp", "xla_fsdp"]
 PARALLEL_CHOICES = typing.get_args(Parallel)
@@ -88,22 +92,93 @@ class PretrainConfig:
     progress_bar: bool = _f(True, "Show a progress bar.")
 
     def __post_init__(self) -> None:
+        def fail(message: str) -> None:
+            raise ConfigError(message)
+
         if self.parallel not in PARALLEL_CHOICES:
-            raise ValueError(f"parallel={self.parallel!r}; expected one of {PARALLEL_CHOICES}")
+            fail(f"parallel={self.parallel!r}; expected one of {PARALLEL_CHOICES}")
         if self.mixed_precision not in ("auto", "no", "bf16"):
-            raise ValueError(f"mixed_precision={self.mixed_precision!r}; expected auto, no or bf16")
+            fail(f"mixed_precision={self.mixed_precision!r}; expected auto, no or bf16")
         if self.report_to not in ("tensorboard", "wandb", "all", "none"):
-            raise ValueError(f"report_to={self.report_to!r}; expected tensorboard, wandb, all or none")
+            fail(f"report_to={self.report_to!r}; expected tensorboard, wandb, all or none")
+        if self.decay not in DECAYS:
+            fail(f"decay={self.decay!r}; expected one of {', '.join(DECAYS)}")
         if isinstance(self.sparse_prediction, str) and self.sparse_prediction != "auto":
-            raise ValueError(f"sparse_prediction={self.sparse_prediction!r}; expected true, false or auto")
-        for name in ("batch_size", "gradient_accumulation_steps", "max_tokens", "log_every", "keep_checkpoints"):
+            fail(f"sparse_prediction={self.sparse_prediction!r}; expected true, false or auto")
+        for name in (
+            "batch_size", "gradient_accumulation_steps", "max_steps", "max_tokens", "log_every", "keep_checkpoints",
+        ):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_steps < 0 or self.warmup_steps < 0:
-            raise ValueError("max_steps and warmup_steps must be >= 0")
+                fail(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_every", "eval_batches", "checkpoint_every", "shuffle_buffer"):
+            if getattr(self, name) < 0:
+                fail(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.stride is not None and self.stride < 1:
+            fail(f"stride must be >= 1, got {self.stride}")
+        check_positive(self, "lr", "adam_eps")
+        check_non_negative(self, "init_lr", "min_lr", "weight_decay", "max_grad_norm", "soft_mask_weight")
+        check_fraction(self, "mlm_probability", "mask_replace_prob", "random_replace_prob", "adam_beta1", "adam_beta2")
+        if self.mlm_probability == 0:
+            fail("mlm_probability must be > 0 (no token would be predicted), got 0")
+        if self.mask_replace_prob + self.random_replace_prob > 1:
+            fail(
+                f"mask_replace_prob + random_replace_prob must be <= 1, got {self.mask_replace_prob} + "
+                f"{self.random_replace_prob}"
+            )
+        check_model_overrides(self.model_overrides)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_positive(cfg: Any, *names: str) -> None:
+    """:class:`ConfigError` unless each named field of ``cfg`` is a finite number > 0."""
+    for name in names:
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{name} must be a finite number > 0, got {value}")
+
+
+def check_non_negative(cfg: Any, *names: str) -> None:
+    """:class:`ConfigError` unless each named field of ``cfg`` is a finite number >= 0."""
+    for name in names:
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
+
+
+def check_fraction(cfg: Any, *names: str) -> None:
+    """:class:`ConfigError` unless each named field of ``cfg`` lies in [0, 1]."""
+    for name in names:
+        value = getattr(cfg, name)
+        if not 0.0 <= value <= 1.0:  # also false for NaN
+            raise ConfigError(f"{name} must be in [0, 1], got {value}")
+
+
+def model_config_fields() -> set[str]:
+    """Names a ``GenoLMConfig`` accepts: its own arguments and the common ``PretrainedConfig`` attributes."""
+    import inspect
+
+    from transformers import PretrainedConfig
+
+    from ..configuration_genolm import GenoLMConfig
+
+    own = set(inspect.signature(GenoLMConfig.__init__).parameters) - {"self", "kwargs"}
+    common = set(PretrainedConfig().to_dict()) | set(GenoLMConfig().to_dict())
+    return (own | common) - {"transformers_version", "model_type"}
+
+
+def check_model_overrides(overrides: dict[str, Any]) -> None:
+    """:class:`ConfigError` naming the first key of ``model_overrides`` that is not a ``GenoLMConfig`` field,
+    with the closest valid name."""
+    if not overrides:
+        return
+    valid = model_config_fields()
+    for key in overrides:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), sorted(valid), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"model_overrides: {key!r} is not a GenoLMConfig field{hint}")
 
 
 def config_from_dict(values: dict[str, Any], origin: str = "config") -> PretrainConfig:
