@@ -28,7 +28,7 @@ from typing import IO
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import InputDataError
 from .bases import AMBIGUOUS, LOWER, VALID, describe_byte
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ _BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000
 _WHITESPACE = b" \t\r\n\v\f"
 
 
-class GenomeDataError(UserError):
+class GenomeDataError(InputDataError):
     """Bad genome input: the message names the file (or URL), the line or byte offset and the problem."""
 
 
