@@ -134,10 +134,10 @@ def read_training_metadata(
         config = loaded
     state_file = checkpoint / "training_state.pt"
     if state_file.is_file():
-        import torch
+        from .training.checkpoint import load_training_state
 
         try:
-            state = torch.load(state_file, map_location="cpu", weights_only=False, mmap=True)
+            state = load_training_state(checkpoint)  # weights_only: nothing in the file runs code
         except Exception as err:  # an unreadable training state only costs the card some details
             logger.warning("%s: not read (%s)", state_file, err)
             state = {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from genolm.cli.options import add_overwrite_option
+
 
 def convert_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """``genolm convert``: checkpoints between genolm and transformers' ESM format."""
@@ -18,6 +20,7 @@ def convert_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     parser.add_argument("src", help="source checkpoint folder")
     parser.add_argument("dst", help="destination folder (created)")
     parser.add_argument("--no-verify", action="store_true", help="skip the logits comparison")
+    add_overwrite_option(parser, "DST")
     parser.set_defaults(func=run_convert)
     return parser
 
@@ -35,7 +38,7 @@ def run_convert(args: argparse.Namespace) -> int:
     from genolm.convert import esm_to_genolm, genolm_to_esm
 
     convert = esm_to_genolm if args.direction == "esm-to-genolm" else genolm_to_esm
-    model = convert(args.src, args.dst, verify=not args.no_verify)
+    model = convert(args.src, args.dst, verify=not args.no_verify, overwrite=args.overwrite)
     print(f"wrote {type(model).__name__} to {args.dst}")
     return 0
 

@@ -7,7 +7,7 @@ import argparse
 import json
 
 from genolm import defaults
-from genolm.cli.options import add_quiet_option, comma_list
+from genolm.cli.options import add_overwrite_option, add_quiet_option, comma_list
 
 
 def manifest_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -76,7 +76,7 @@ def prepare_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     parser.add_argument("--num-proc", type=int, default=1, help="worker processes (default: 1)")
     parser.add_argument("--cache-dir", default=None, help="keep indexed copies of remote/unindexed genomes here")
     parser.add_argument("--ncbi-url", default=None, help="genomes base URL for accessions")
-    parser.add_argument("--overwrite", action="store_true", help="allow a non-empty OUT_DIR")
+    add_overwrite_option(parser, "OUT_DIR")
     add_quiet_option(parser)
     parser.set_defaults(func=run_prepare)
     return parser
@@ -134,6 +134,7 @@ def make_task_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--format", dest="file_format", choices=["parquet", "csv"], default="parquet")
+    add_overwrite_option(parser, "OUT")
     parser.set_defaults(func=run_make_task)
     return parser
 
@@ -209,6 +210,7 @@ def run_make_task(args: argparse.Namespace) -> int:
         args.task,
         args.out,
         file_format=args.file_format,
+        overwrite=args.overwrite,
         window=args.window,
         stride=args.stride,
         sites=args.sites,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from genolm import defaults
-from genolm.cli.options import add_runtime_options, apply_runtime_options, comma_list
+from genolm.cli.options import add_overwrite_option, add_runtime_options, apply_runtime_options, comma_list
 
 
 def embed_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -77,6 +77,7 @@ def publish_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     publish.add_argument("--tags", type=comma_list, default=[], help="comma-separated extra tags")
     publish.add_argument("--training-config", default=None, help="YAML/JSON training configuration to report")
     publish.add_argument("--metrics", default=None, help="JSON evaluation results to report")
+    add_overwrite_option(publish, "OUT_DIR")
     publish.set_defaults(func=run_publish)
     return publish
 
@@ -117,6 +118,7 @@ def run_publish(args: argparse.Namespace) -> int:
         tags=args.tags,
         training_config=args.training_config,
         metrics=args.metrics,
+        overwrite=args.overwrite,
     )
     where = f" and pushed it to {args.repo_id}" if args.push else ""
     print(f"wrote {out}{where}")

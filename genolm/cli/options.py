@@ -47,6 +47,16 @@ def add_runtime_options(parser: argparse.ArgumentParser, batch_size: int) -> Non
     add_quiet_option(parser)
 
 
+def add_overwrite_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--overwrite``: replace an existing, non-empty output folder (as a whole, once the new one is complete)."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace {what} if it exists and is not empty (the old one is removed once the new one is "
+        "complete); without it such a folder is refused before any work",
+    )
+
+
 def add_quiet_option(parser: argparse.ArgumentParser) -> None:
     """``--quiet``: no progress bar or summary line."""
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
@@ -67,4 +77,4 @@ def apply_runtime_options(args: argparse.Namespace) -> None:
         transformers_logging.disable_progress_bar()
 
 
-__all__ = ["add_quiet_option", "add_runtime_options", "apply_runtime_options", "comma_list"]
+__all__ = ["add_overwrite_option", "add_quiet_option", "add_runtime_options", "apply_runtime_options", "comma_list"]

@@ -37,6 +37,7 @@ import torch
 
 from ..errors import ConfigError, InputDataError
 from ..genome import read_records
+from ..genome.bases import VALID
 from ..genome.fasta import is_fasta_name
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ ID_COLUMNS = ("id", "name", "record_id", "seq_id")
 MAX_CLASSES = 100_000  # integer labels above this are not class ids
 # Letters a sequence may hold (after upper-casing): the tokenizer's A/C/G/T/N, U (read as T) and the IUPAC
 # ambiguity codes (read as N); anything else would silently become <unk> tokens.
-SEQUENCE_LETTERS = "ACGTUN" + "RYSWKMBDHV"
+# The letters genolm reads in sequences (genolm.genome.bases: A/C/G/T, U, N, the IUPAC codes and X), upper case.
+SEQUENCE_LETTERS = "".join(chr(b) for b in range(ord("A"), ord("Z") + 1) if VALID[b])
 _INVALID_LETTER = re.compile(f"[^{SEQUENCE_LETTERS}]")
 
 
