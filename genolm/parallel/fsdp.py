@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .base import _max_norm
-from .ddp import AcceleratorRuntime, accelerator_device_kind, start_accelerator
+from .ddp import AcceleratorRuntime
 from .state import clean_name, rename_optimizer_state
 
 
@@ -39,16 +39,9 @@ class FSDP2Runtime(AcceleratorRuntime):
         if mixed_precision not in ("no", "bf16"):
             raise ConfigError(f"mixed_precision={mixed_precision!r} with parallel=fsdp; expected no or bf16")
         # Precision is FSDP2's MixedPrecisionPolicy, not Accelerate's autocast.
-        accelerator = start_accelerator("no", log_with, project_dir)
-        return cls(
-            device=accelerator.device,
-            mixed_precision=mixed_precision,
-            process_index=accelerator.process_index,
-            num_processes=accelerator.num_processes,
-            num_devices=accelerator.num_processes,
-            device_kind=accelerator_device_kind(accelerator.device),
-            accelerator=accelerator,
-        )
+        runtime = super().start("no", log_with, project_dir)
+        runtime.mixed_precision = mixed_precision
+        return runtime
 
     def prepare(
         self, model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Optimizer]
