@@ -667,10 +667,10 @@ def ctx(tiny_mlm_dir, tokenizer, shared_data, tmp_path_factory) -> dict:
 
 def run_case(case: Case, w: Path, ctx: dict, capsys) -> tuple[int, str, dict[str, str]]:
     with contextlib.ExitStack() as stack:
+        stack.callback(unmount_all)
         if case.full_disk:
             stack.enter_context(full_tmpfs(w / case.full_disk))
         argv = case.build(w, ctx)
-        stack.callback(unmount_all)
         before = {name: sha256_tree(w / name) for name in case.inputs}
         assert all((w / name).exists() for name in case.inputs), case.inputs
         if case.lock:
