@@ -217,10 +217,6 @@ def vocab_mismatch(w: Path, model: Path) -> str:
     return str(target)
 
 
-def ctx_path(key: str) -> Callable[[dict], str]:
-    return lambda ctx: str(ctx[key])
-
-
 # ----------------------------------------------------------------------------------------------------------
 # the table
 # ----------------------------------------------------------------------------------------------------------
@@ -239,7 +235,7 @@ class Case:
     outputs: tuple[str, ...] = ()
     exit_code: int = 2
     recipe: str | None = None  # "pretrain" / "finetune": the argv goes to recipes/<recipe>.py
-    subprocess: bool = False  # run as a real process (recipes)
+    as_process: bool = False  # run as a real process (recipes)
     lock: str | None = None  # hold genolm.outputs.run_lock on this folder while the command runs
     full_disk: str | None = None  # mount a full tmpfs here before the command
     check: Callable[[Path, str], None] | None = None  # further checks: (workdir, error line)
@@ -397,7 +393,7 @@ CASES: list[Case] = [
          lambda w, c: ["--config", write(w / "broken.yaml", "max_steps: 3\nlr: [1e-4\n"), "--output_dir",
                        str(w / "run")],
          r"broken\.yaml:3:1: invalid YAML", inputs=("broken.yaml",), outputs=("run",), recipe="pretrain",
-         subprocess=True),
+         as_process=True),
     Case("config_unknown_key_finetune",
          lambda w, c: ["--config", write(w / "unknown.yaml", "max_stepz: 3\n"), "--train",
                        table(w, "t.csv", [0, 1] * 8), "--output_dir", str(w / "run")],
@@ -411,7 +407,7 @@ CASES: list[Case] = [
          lambda w, c: ["--train", table(w, "t.csv", [0, 1] * 8), *FAST_FINETUNE, "--batch_size", "0",
                        "--output_dir", str(w / "run")],
          r"^finetune\.py: error: batch_size must be >= 1, got 0$", inputs=("t.csv",), outputs=("run",), recipe="finetune",
-         subprocess=True),
+         as_process=True),
     Case("config_model_overrides_typo_pretrain",
          lambda w, c: ["--config", str(REPO_ROOT / "recipes/configs/debug.yaml"), "--model_overrides.num_hiden_layers",
                        "3", "--output_dir", str(w / "run")],
@@ -679,7 +675,7 @@ def run_case(case: Case, w: Path, ctx: dict, capsys) -> tuple[int, str, dict[str
             stack.enter_context(run_lock(w / case.lock))
             before[case.lock] = sha256_tree(w / case.lock)
         capsys.readouterr()
-        if case.recipe and case.subprocess:
+        if case.recipe and case.as_process:
             code, err = run_subprocess(case.recipe, argv)
         elif case.recipe:
             code, err = run_recipe(case.recipe, argv, capsys)
