@@ -56,6 +56,7 @@ def load_encoder(
 
     import genolm
     from genolm.finetune.modeling import resolve_checkpoint
+    from genolm.inference.scoring import load_pretrained
 
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
@@ -67,7 +68,7 @@ def load_encoder(
         # Load the saved architecture (no "unexpected head weights" report) and keep its encoder.
         architecture = (config.architectures or ["GenoLMModel"])[0]
         model_class = getattr(genolm, architecture, GenoLMModel)
-        model = model_class.from_pretrained(path, dtype=torch_dtype).base_model
+        model = load_pretrained(model_class, path, dtype=torch_dtype).base_model
         tokenizer = GenoLMTokenizer.from_pretrained(path)
     return model.to(device).eval(), tokenizer
 

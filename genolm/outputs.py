@@ -314,19 +314,27 @@ def claim_run_folder(
         return
     entries = list(entries)
     check_outputs({}, folders={"output_dir": folder}, overwrite=True)
-    with run_lock(folder):
-        found = [name for name in entries if (folder / name).exists()]
-        if found and not (resume or overwrite):
-            raise OutputPathError(
-                f"output_dir {folder} holds another run ({', '.join(found)}); pass --resume to continue it, "
-                "--overwrite to replace it, or choose another output_dir"
-            )
-        if found and overwrite:
-            for name in found:
-                for label, source in _named(inputs):
-                    if _same(folder / name, source) or _inside(source, folder / name):
-                        raise OutputPathError(
-                            f"--overwrite would remove {folder / name}, which holds the input {label} {source}"
-                        )
-            clear_folder(folder, found)
-        yield folder
+    created = not folder.exists()
+    try:
+        with run_lock(folder):
+            found = [name for name in entries if (folder / name).exists()]
+            if found and not (resume or overwrite):
+                raise OutputPathError(
+                    f"output_dir {folder} holds another run ({', '.join(found)}); pass --resume to continue it, "
+                    "--overwrite to replace it, or choose another output_dir"
+                )
+            if found and overwrite:
+                for name in found:
+                    for label, source in _named(inputs):
+                        if _same(folder / name, source) or _inside(source, folder / name):
+                            raise OutputPathError(
+                                f"--overwrite would remove {folder / name}, which holds the input {label} {source}"
+                            )
+                clear_folder(folder, found)
+            yield folder
+    except BaseException:
+        # A run that stops before writing anything (bad data, bad settings) leaves no empty run folder behind.
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise

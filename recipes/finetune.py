@@ -89,7 +89,6 @@ def finetune(cfg: FinetuneConfig) -> dict:
     set_seed(cfg.seed)
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
-        save_yaml(cfg, out / "config.yaml")
     log = JsonlLogger(out / "log.jsonl") if is_main else None
     rt.init_trackers("genolm-finetune", {k: str(v) for k, v in vars(cfg).items()})
 
@@ -142,6 +141,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
     say(
         f"task {cfg.task}: {spec.num_labels} {'outputs' if cfg.task in ('regression', 'multilabel') else 'classes'}"
     )
+    if is_main:  # saved once the data is read and checked: a run stopped by bad data leaves no run behind
+        save_yaml(cfg, out / "config.yaml")
 
     # -- model and adapters ---------------------------------------------------------------------------------
     if cfg.peft != "none" and rt.shards_parameters:

@@ -299,6 +299,9 @@ def run_ism(
         {"--fasta": None if isinstance(fasta, Genome) else fasta, "--gff3": gff3,
          "--model": model if isinstance(model, (str, os.PathLike)) else None},
     )
+    if gff3 is not None:
+        for _ in read_gff3(gff3):  # a bad annotation is reported before the scoring, not after it
+            pass
     model, tokenizer = load_model(model, tokenizer, "masked-lm", device, dtype)
     genome = fasta if isinstance(fasta, Genome) else Genome(fasta)
     chrom, start, end = parse_region(region, genome.lengths)

@@ -113,9 +113,15 @@ def load_model(
 
 
 def load_pretrained(model_class, source: str | os.PathLike, **kwargs):
-    """``model_class.from_pretrained(source, **kwargs)``, reporting a corrupt weights file by its path."""
+    """``model_class.from_pretrained(source, **kwargs)``, reporting missing or corrupt weights by their path."""
     from safetensors import SafetensorError
 
+    folder = Path(source)
+    weights = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin")
+    if folder.is_dir() and not any(next(folder.glob(pattern), None) for pattern in weights):
+        raise InputDataError(
+            f"{folder}: no weights file (model.safetensors) in the checkpoint folder; was it saved completely?"
+        )
     try:
         return model_class.from_pretrained(source, **kwargs)
     except SafetensorError as err:

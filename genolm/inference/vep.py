@@ -561,6 +561,13 @@ def run_vep(
     scan = validate_vcf(vcf) if not str(vcf).lower().endswith(".bcf") else None
     model, tokenizer = load_model(model, tokenizer, "masked-lm", device, dtype)
     genome = fasta if isinstance(fasta, Genome) else Genome(fasta)
+    if scan is not None and scan.contigs and not any(contig in genome for contig in scan.contigs):
+        # Records on a contig the FASTA lacks are skipped one by one; none at all means the wrong reference.
+        raise InputDataError(
+            f"{vcf}: none of its contigs ({_first_names(scan.contigs)}) is a sequence of the FASTA "
+            f"{genome.path} ({_first_names(list(genome.lengths))}); give the reference the VCF "
+            "was called against"
+        )
     window_tokens = _check_window(model, window_tokens)
     report = VepReport()
 
@@ -593,6 +600,11 @@ def run_vep(
     if progress:
         print(f"genolm vep: {report.summary()}", file=sys.stderr)
     return report
+
+
+def _first_names(names: list[str], shown: int = 3) -> str:
+    more = f" and {len(names) - shown:,} more" if len(names) > shown else ""
+    return ", ".join(repr(name) for name in names[:shown]) + more
 
 
 def _score_and_write(
