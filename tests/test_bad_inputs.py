@@ -15,25 +15,28 @@ CLI commands run in-process through :func:`genolm.cli.main`; the recipes run in-
 recipes/X.py`` runs them (``runpy`` with ``__main__``, the user-error reporter included), and two of them as real
 subprocesses.
 
-The failures originally observed, and the cases that now guard them:
+The failures originally observed (numbered as reported), and the cases that now guard them:
 
 1. ``vep --out X --vcf X`` destroyed a 3,078-record VCF, exit 0: ``vcf_output_is_input``.
 2. ``convert genolm-to-esm X X`` overwrote the source: ``convert_same_folder``, ``convert_into_source_subfolder``.
-3. a second pretraining run into a used folder pruned the first run's checkpoints and overwrote its log:
-   ``pretrain_into_another_run``, ``pretrain_into_locked_folder``.
+3. a second pretraining run into a used folder pruned the first run's checkpoints and overwrote its log; two runs
+   deleted each other's temporary checkpoint: ``pretrain_into_another_run``, ``pretrain_into_locked_folder``.
 4. vep crashed writing a VCF with a symbolic ALT, undeclared INFO/FILTER, or plain-gzip input: the ACCEPTED table
    (``vcf_symbolic_alt``, ``vcf_undeclared_info_filter``, ``vcf_plain_gzip``).
-5. a FASTA edited after its .fai gave scores from wrong offsets: ``fasta_stale_fai_vep``.
-6. ``*``, digits, duplicate ids, empty and header-less FASTA accepted silently, UTF-8 errors without the file name:
-   the ``fasta_*`` cases.
-7. a missing source FASTA for pretraining ended in a traceback: ``pretrain_missing_source_fasta``.
+5. a FASTA edited after its .fai gave REF bases from wrong offsets: ``fasta_stale_fai_vep`` (and
+   ``tests/test_genome_io.py`` for ism and annotate).
+6. ``--lr 1e6`` saved NaN checkpoints, exit 0: ``pretrain_lr_diverges`` (a tampered ``training_state.pt``:
+   ``tests/test_pretrain.py::test_altered_checkpoint_is_refused_by_its_hash``).
+7. a ``model_overrides`` typo trained silently: ``config_model_overrides_typo_pretrain``.
 8. vep/ism accepted a BERT masked-LM folder: ``ckpt_bert_vep``, ``ckpt_bert_ism``.
 9. truncated or header-only files left at the final path after an error or a full disk: ``full_disk_vep``,
-   ``full_disk_embed`` (and the output check of every case).
-10. ``--lr 1e6`` saved NaN checkpoints, exit 0: ``pretrain_lr_diverges``.
-11. user errors ending in tracebacks: YAML syntax, unknown key, ``max_steps -5``, ``batch_size 0``, a
-    ``model_overrides`` typo, fine-tuning tables (empty, labels {0, 1, 2.5, 'yes'}, one class, bad letters): the
-    ``config_*`` and ``table_*`` cases.
+   ``full_disk_embed``, and the output check of every case.
+10. fine-tuning accepted labels {0, 1, 2.5, 'yes'} and a single class: ``table_mixed_labels``,
+    ``table_single_class``.
+11. user errors ending in tracebacks: ``config_*`` (YAML syntax, unknown key, ``max_steps -5``, ``batch_size 0``),
+    ``pretrain_missing_source_fasta``, ``ckpt_corrupt_safetensors_*``, ``ckpt_vocab_size_mismatch_vep``,
+    ``output_under_a_file_vep``, ``table_empty_csv``, ``fasta_non_utf8_header_embed``.
+Bad FASTA accepted silently by embed, make-task, vep, ism and annotate: the ``fasta_*`` cases.
 """
 
 from __future__ import annotations
