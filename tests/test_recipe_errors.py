@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from genolm.finetune.data import SEQUENCE_LETTERS
+
 REPO = Path(__file__).resolve().parents[1]
 PRETRAIN_DEBUG = REPO / "recipes" / "configs" / "debug.yaml"
 
@@ -115,7 +117,7 @@ def test_invalid_sequence_characters(tmp_path):
     pd.DataFrame({"sequence": ["ACGTACGT", "ACGT>ACGT", "GATTACA"], "label": [0, 1, 0]}).to_csv(table, index=False)
     assert _finetune_on(table, tmp_path) == (
         f"{table}: line 3 (id '1'): invalid character '>' at position 5 of the sequence "
-        "(allowed: ACGTUNRYSWKMBDHV, either case)"
+        f"(allowed: {SEQUENCE_LETTERS}, either case)"
     )
 
 
