@@ -165,3 +165,17 @@ def test_embed_on_a_full_disk_writes_nothing_and_says_so(tiny_mlm_dir, records, 
         assert list(disk.iterdir()) == []
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.mark.parametrize("pool", ["mean", "cls", "none"])
+def test_length_bucketed_batches_give_the_unbucketed_embeddings_in_input_order(encoder, records, pool):
+    """Windows of mixed length batched by length (the default) and in input order give the same embeddings,
+    returned in input order."""
+    model, tokenizer = encoder
+    # Several windows per record at 40 tokens, records of different lengths: the two batchings differ.
+    kwargs = dict(pool=pool, batch_size=3, max_tokens=40, progress=False)
+    bucketed = embed(model, tokenizer, records, **kwargs)
+    plain = embed(model, tokenizer, records, length_buckets=False, **kwargs)
+    assert list(bucketed) == list(plain) == list(records)
+    for record_id in records:
+        np.testing.assert_allclose(bucketed[record_id], plain[record_id], atol=1e-5, rtol=1e-5)

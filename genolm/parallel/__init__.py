@@ -38,7 +38,7 @@ import importlib.util
 import os
 import warnings
 
-from .base import Runtime
+from .base import Runtime, compile_layers, transformer_layers
 from .ddp import DDPRuntime, SingleProcessRuntime
 from .devices import resolve_device, resolve_dtype, resolve_mixed_precision
 from .fsdp import FSDP2Runtime
@@ -163,6 +163,7 @@ __all__ = [
     "SingleProcessRuntime",
     "XLAFSDPRuntime",
     "clean_name",
+    "compile_layers",
     "keep_accelerate_off_xla",
     "resolve_backend",
     "resolve_device",
@@ -170,5 +171,6 @@ __all__ = [
     "resolve_mixed_precision",
     "setup",
     "torch_xla_installed",
+    "transformer_layers",
     "tpu_present",
 ]
