@@ -11,6 +11,10 @@
 - ``xla_fsdp`` (:class:`XLAFSDPRuntime`): torch-xla SPMD with ``SpmdFullyShardedDataParallel`` (FSDPv2), one
   process per host driving all of its devices (TPU).
 
+``rt.prepare(model, make_optimizer, compile=True)`` compiles each transformer layer with ``torch.compile``
+(:func:`compile_layers`) before the backend wraps or shards it (torchtitan's order: every compiled layer is one
+FSDP2 unit); under XLA, which compiles the step's graph anyway, the switch does nothing.
+
 What differs between backends is a method or a class attribute of the runtime: ``static_shapes`` (pad batches
 to one shape), ``sparse_lm_head``, ``device_batches`` / ``data_loader``, ``model_state_dict`` (gathering
 shards), ``compile_count``, ``sharding_summary``. Device and dtype choices for inference live in

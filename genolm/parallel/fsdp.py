@@ -131,4 +131,3 @@ class FSDP2Runtime(AcceleratorRuntime):
             clean_name(n): (f"{p.placements} over mesh {tuple(p.device_mesh.shape)}" if isinstance(p, DTensor) else "replicated")
             for n, p in model.named_parameters()
         }
-
