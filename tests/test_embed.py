@@ -179,3 +179,17 @@ def test_length_bucketed_batches_give_the_unbucketed_embeddings_in_input_order(e
     assert list(bucketed) == list(plain) == list(records)
     for record_id in records:
         np.testing.assert_allclose(bucketed[record_id], plain[record_id], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_embed_cli_compile_gives_the_eager_embeddings(tiny_mlm_dir, records, tmp_path):
+    """``genolm embed --compile`` (each layer torch.compile-d) writes the embeddings of the eager run."""
+    fasta = _write_fasta(tmp_path / "in.fa", records)
+    outs = {flag: tmp_path / f"{flag.strip('-')}.npz" for flag in ("--compile", "--no-compile")}
+    for flag, out in outs.items():
+        argv = ["embed", "--model", str(tiny_mlm_dir), "--fasta", str(fasta), "--out", str(out), "--max-tokens", "40"]
+        assert main([*argv, flag, "--device", "cpu", "--quiet"]) == 0
+    compiled, eager = (np.load(out) for out in outs.values())
+    assert sorted(compiled.files) == sorted(records)
+    for record_id in records:
+        np.testing.assert_allclose(compiled[record_id], eager[record_id], atol=1e-5, rtol=1e-5)
