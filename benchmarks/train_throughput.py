@@ -8,13 +8,19 @@ AdamW, fp32, identical masked batches, a few warm-up steps, then timed steps. ge
 pretraining recipe runs it on CPU/GPU, with ``sparse_prediction`` (the LM head only at the ~15 % masked
 positions); ESM projects every position to the vocabulary.
 
-The pair is run ``--repeats`` times alternately (genolm, ESM, genolm, ESM, ...) and the best throughput of
-each is kept, which evens out load from other processes. The last line printed is a JSON object with
-``tokens_per_s_genolm``, ``tokens_per_s_esm``, ``speedup``, ``peak_memory_mb_genolm`` and
-``peak_memory_mb_esm`` (peak resident memory of the process on CPU, peak allocated memory on CUDA) and the
-memory ratio.
+A third run, ``genolm_compiled``, trains genolm the way ``--compile true`` does in the recipes: every
+transformer layer ``torch.compile``-d (``genolm.parallel.compile_layers``) and genolm's AdamW builder
+(``genolm.training.optim.build_optimizer``, fused where the device has the kernel); its warm-up steps
+include the compilation, which is not timed.
+
+The runs are repeated ``--repeats`` times alternately (genolm, genolm compiled, ESM, ...) and the best
+throughput of each is kept, which evens out load from other processes. The last line printed is a JSON object
+with ``tokens_per_s_genolm``, ``tokens_per_s_genolm_compiled``, ``tokens_per_s_esm``, ``speedup`` (eager
+genolm / ESM), ``speedup_compiled`` (compiled genolm / ESM), ``peak_memory_mb_*`` (peak resident memory of
+the process on CPU, peak allocated memory on CUDA) and the memory ratios.
 
     python benchmarks/train_throughput.py [--hidden-size 256] [--layers 4] [--seq-len 512] [--batch-size 8]
+        [--no-compiled]
 """
 
 from __future__ import annotations
@@ -67,7 +73,7 @@ def build_model(which: str, args: argparse.Namespace) -> torch.nn.Module:
     config = build_config(args)
     torch.manual_seed(0)
     model = GenoLMForMaskedLM(config)
-    if which == "genolm":
+    if which.startswith("genolm"):
         return model
     from transformers import EsmForMaskedLM
 
@@ -86,9 +92,16 @@ def run_one(which: str, args: argparse.Namespace) -> dict[str, float]:
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     data = batches(args, args.warmup + args.steps)
     model = build_model(which, args).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    if which == "genolm_compiled":  # as the recipes run with --compile true
+        from genolm.parallel import compile_layers
+        from genolm.training.optim import build_optimizer
+
+        compile_layers(model)
+        optimizer = build_optimizer(model, lr=1e-4, weight_decay=0.01)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     # genolm's LM head runs only at the masked positions (the pretraining loop's switch); ESM has no such option.
-    extra = {"sparse_prediction": True} if which == "genolm" else {}
+    extra = {"sparse_prediction": True} if which.startswith("genolm") else {}
     with torch.no_grad():
         first = {k: v.to(device) for k, v in data[0].items()}
         initial_loss = float(model(**first, **extra).loss)
@@ -130,7 +143,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
-    parser.add_argument("--only", choices=["genolm", "esm"], help=argparse.SUPPRESS)
+    parser.add_argument("--no-compiled", action="store_true", help="skip the compiled genolm run")
+    parser.add_argument("--only", choices=["genolm", "genolm_compiled", "esm"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.only:  # child process: one model
@@ -138,9 +152,10 @@ def main() -> None:
         return
 
     forwarded = [a for a in sys.argv[1:]]
-    results: dict[str, list[dict]] = {"genolm": [], "esm": []}
+    runs = ("genolm", "esm") if args.no_compiled else ("genolm", "genolm_compiled", "esm")
+    results: dict[str, list[dict]] = {which: [] for which in runs}
     for _ in range(args.repeats):
-        for which in ("genolm", "esm"):
+        for which in runs:
             child = subprocess.run(
                 [sys.executable, __file__, *forwarded, "--only", which], capture_output=True, text=True, check=False
             )
@@ -148,11 +163,11 @@ def main() -> None:
                 raise SystemExit(f"{which} run failed:\n{child.stderr[-3000:]}")
             result = json.loads(child.stdout.strip().splitlines()[-1])
             results[which].append(result)
-            print(f"{which:7s} {result['tokens_per_s']:10.0f} tokens/s  peak {result['peak_memory_mb']:8.0f} MB  "
+            print(f"{which:15s} {result['tokens_per_s']:10.0f} tokens/s  peak {result['peak_memory_mb']:8.0f} MB  "
                   f"initial loss {result['initial_loss']:.6f}")
 
     initial = {k: v[0]["initial_loss"] for k, v in results.items()}
-    if abs(initial["genolm"] - initial["esm"]) > INITIAL_LOSS_TOLERANCE:
+    if any(abs(loss - initial["esm"]) > INITIAL_LOSS_TOLERANCE for loss in initial.values()):
         raise SystemExit(f"initial losses differ: {initial}; the weight conversion or the models disagree")
     best = {k: max(r["tokens_per_s"] for r in v) for k, v in results.items()}
     memory = {k: min(r["peak_memory_mb"] for r in v) for k, v in results.items()}
@@ -177,9 +192,24 @@ def main() -> None:
                 "peak_memory_mb_genolm": round(memory["genolm"], 1),
                 "peak_memory_mb_esm": round(memory["esm"], 1),
                 "memory_ratio": round(memory["genolm"] / memory["esm"], 3),
+                **compiled_keys(initial, best, memory),
             }
         )
     )
+
+
+def compiled_keys(initial: dict, best: dict, memory: dict) -> dict:
+    """The compiled run's keys of the JSON line (none with ``--no-compiled``)."""
+    if "genolm_compiled" not in best:
+        return {}
+    return {
+        "initial_loss_genolm_compiled": initial["genolm_compiled"],
+        "tokens_per_s_genolm_compiled": round(best["genolm_compiled"], 1),
+        "speedup_compiled": round(best["genolm_compiled"] / best["esm"], 3),
+        "speedup_compiled_vs_eager": round(best["genolm_compiled"] / best["genolm"], 3),
+        "peak_memory_mb_genolm_compiled": round(memory["genolm_compiled"], 1),
+        "memory_ratio_compiled": round(memory["genolm_compiled"] / memory["esm"], 3),
+    }
 
 
 if __name__ == "__main__":

@@ -14,13 +14,21 @@ and 36 on the Chr5 excerpt. Without ``--model`` the model is a randomly initiali
 
     python benchmarks/vep.py [--model CKPT | --preset tiny] [--window-tokens 128] [--batch-size 32] [--rc]
 
+The comparison is then repeated at the model's full context (``window_tokens`` = the model's maximum, 1023
+tokens for NT v1 presets), where the encoder dominates: the naive loop (eager) against genolm's path on the
+model with every layer ``torch.compile``-d (what ``genolm vep --compile`` runs; its compilation happens in
+a warm-up on every batch shape and is reported apart as ``compile_s``) and against the eager model.
+
 The last line printed is a JSON object with ``speedup`` (naive seconds / genolm seconds) and ``max_abs_diff``
-(largest absolute difference between the two sets of scores).
+(largest absolute difference between the two sets of scores) at ``--window-tokens``, and at full context
+``speedup_full_context`` / ``max_abs_diff_full_context`` (compiled; ``--no-compile``: eager) and
+``speedup_full_context_eager`` / ``max_abs_diff_full_context_eager``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import tempfile
 import time
@@ -32,7 +40,8 @@ import torch
 
 from genolm import GenoLMConfig, GenoLMForMaskedLM, GenoLMTokenizer
 from genolm.inference import SNV, Genome, load_model, naive_variant_score, run_vep, score_variants
-from genolm.inference.scoring import resolve_device
+from genolm.inference.scoring import max_window_tokens, resolve_device
+from genolm.parallel import compile_layers
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DATASETS = [
@@ -66,6 +75,10 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each path; the fastest counts")
+    parser.add_argument(
+        "--no-compile", action="store_true", help="full context: time genolm's path on the eager model only"
+    )
+    parser.add_argument("--no-full-context", action="store_true", help="skip the full-context comparison")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -94,14 +107,14 @@ def main() -> None:
         for variant in snvs[:2]:
             naive_variant_score(model, tokenizer, genome, variant, **kwargs)
 
-    def run_fast() -> list[float]:
+    def run_fast(scorer=model, **kwargs) -> list[float]:
         return [
             s.llr
             for genome, snvs, _, _ in sets
-            for s in score_variants(model, tokenizer, genome, snvs, batch_size=args.batch_size, **kwargs)
+            for s in score_variants(scorer, tokenizer, genome, snvs, batch_size=args.batch_size, **kwargs)
         ]
 
-    def run_naive() -> list[float]:
+    def run_naive(**kwargs) -> list[float]:
         return [
             naive_variant_score(model, tokenizer, genome, v, **kwargs)
             for genome, snvs, _, _ in sets
@@ -119,8 +132,9 @@ def main() -> None:
             times.append(time.perf_counter() - began)
         return result, min(times)
 
-    fast, fast_s = best_of(run_fast)
-    naive, naive_s = best_of(run_naive)
+    fast, fast_s = best_of(lambda: run_fast(**kwargs))
+    naive, naive_s = best_of(lambda: run_naive(**kwargs))
+    full = {} if args.no_full_context else full_context(model, run_fast, run_naive, best_of, args, sync)
 
     with tempfile.TemporaryDirectory() as tmp:
         sync()
@@ -140,7 +154,7 @@ def main() -> None:
         run_vep_s = time.perf_counter() - began
     records = sum(1 for _, _, _, vcf in sets for line in open(vcf) if not line.startswith("#"))
 
-    max_abs_diff = float(np.max(np.abs(np.array(fast) - np.array(naive))))
+    diff = max_abs_diff(fast, naive)
     params = sum(p.numel() for p in model.parameters())
     strands = 2 if args.rc else 1
     print(
@@ -177,10 +191,51 @@ def main() -> None:
                 "run_vep_s": round(run_vep_s, 4),
                 "variants_per_s": round(n_variants / fast_s, 1),
                 "speedup": round(naive_s / fast_s, 2),
-                "max_abs_diff": max_abs_diff,
+                "max_abs_diff": diff,
+                **full,
             }
         )
     )
+
+
+def max_abs_diff(a: list[float], b: list[float]) -> float:
+    return float(np.max(np.abs(np.array(a) - np.array(b))))
+
+
+def full_context(model, run_fast, run_naive, best_of, args, sync) -> dict:
+    """Naive loop vs genolm's path (compiled and eager) at the model's full context; the JSON keys."""
+    kwargs = dict(window_tokens=max_window_tokens(model), rc=args.rc)
+    naive, naive_s = best_of(lambda: run_naive(**kwargs))
+    run_fast(**kwargs)  # warm-up
+    eager, eager_s = best_of(lambda: run_fast(**kwargs))
+    out = {
+        "full_context_tokens": kwargs["window_tokens"],
+        "naive_full_context_s": round(naive_s, 4),
+        "fast_full_context_eager_s": round(eager_s, 4),
+        "speedup_full_context_eager": round(naive_s / eager_s, 2),
+        "max_abs_diff_full_context_eager": max_abs_diff(eager, naive),
+    }
+    print(f"full context ({kwargs['window_tokens']} tokens): naive {naive_s:.2f} s, genolm eager {eager_s:.2f} s")
+    if args.no_compile:
+        return {**out, "speedup_full_context": out["speedup_full_context_eager"],
+                "max_abs_diff_full_context": out["max_abs_diff_full_context_eager"]}
+    compiled = copy.deepcopy(model)
+    compile_layers(compiled)
+    sync()
+    began = time.perf_counter()
+    run_fast(compiled, **kwargs)  # compiles every batch shape of the run
+    sync()
+    compile_s = time.perf_counter() - began
+    fast, fast_s = best_of(lambda: run_fast(compiled, **kwargs))
+    print(f"full context: genolm compiled {fast_s:.2f} s (warm-up with compilation {compile_s:.1f} s)")
+    return {
+        **out,
+        "compile_s": round(compile_s, 2),
+        "fast_full_context_s": round(fast_s, 4),
+        "variants_per_s_full_context": round(len(fast) / fast_s, 1),
+        "speedup_full_context": round(naive_s / fast_s, 2),
+        "max_abs_diff_full_context": max_abs_diff(fast, naive),
+    }
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ from __future__ import annotations
 DEVICE = "auto"  # the first CUDA device if there is one, else the CPU
 DTYPE = "auto"  # float32: scores reproducible to ~1e-6
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# torch.compile the model's layers for inference: off, since on CPU the compile time (tens of seconds)
+# outweighs the gain of a run (see benchmarks/vep.py, which reports both).
+COMPILE = False
 
 # Windows per forward pass of each command.
 EMBED_BATCH_SIZE = 8
@@ -24,6 +27,7 @@ PREPARE_NUM_SHARDS = 16
 
 __all__ = [
     "ANNOTATE_BATCH_SIZE",
+    "COMPILE",
     "DEVICE",
     "DTYPE",
     "DTYPES",

@@ -2,8 +2,8 @@
 
 Each record is tokenized whole (the NT k-mer rule, :meth:`GenoLMTokenizer.encode_genome`) and cut into
 non-overlapping windows of at most ``max_tokens - 1`` tokens, each of which gets its own ``<cls>``. Windows
-of all records are batched together (longest first, to limit padding), and the token states of one layer
-are pooled per record:
+of all records are batched together, by length (longest first, so records of mixed length cost little
+padding; :mod:`genolm.batching`), and the token states of one layer are pooled per record, in input order:
 
 - ``"mean"``: the mean over every token of the record (``<cls>`` and padding excluded), which is exact
   across windows: window sums are added, then divided by the record's token count;
@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import defaults
+from .batching import length_bucketed_batches
 from .configuration_genolm import GenoLMConfig
 from .errors import ConfigError, InputDataError, OutputPathError
 from .genome import read_records
@@ -45,12 +46,14 @@ def load_encoder(
     checkpoint: str | Path,
     device: str | torch.device | None = defaults.DEVICE,
     dtype: str | torch.dtype | None = defaults.DTYPE,
+    compile: bool = defaults.COMPILE,
 ) -> tuple[GenoLMModel, GenoLMTokenizer]:
     """Load the bare encoder and tokenizer of a checkpoint (any head is dropped).
 
     ``checkpoint`` is a genolm folder, a Hub id (downloaded), or a transformers ESM-format checkpoint such as
     the published NT / AgroNT weights (converted to genolm in a temporary folder, logits checked).
     ``device`` and ``dtype``: ``"auto"`` (or ``None``) is the first CUDA device, else the CPU, and float32.
+    ``compile``: ``torch.compile`` each transformer layer (:func:`genolm.parallel.compile_layers`).
     """
     import tempfile
 
@@ -70,7 +73,12 @@ def load_encoder(
         model_class = getattr(genolm, architecture, GenoLMModel)
         model = load_pretrained(model_class, path, dtype=torch_dtype).base_model
         tokenizer = GenoLMTokenizer.from_pretrained(path)
-    return model.to(device).eval(), tokenizer
+    model = model.to(device).eval()
+    if compile:
+        from .parallel import compile_layers
+
+        compile_layers(model)
+    return model, tokenizer
 
 
 def _layer_states(model: GenoLMModel, batch: dict[str, torch.Tensor], layer: int) -> torch.Tensor:
@@ -98,6 +106,7 @@ def embed(
     layer: int = -1,
     batch_size: int = 8,
     max_tokens: int | None = None,
+    length_buckets: bool = True,
     progress: bool = True,
 ) -> dict[str, np.ndarray]:
     """Embed sequences; returns ``{record id: array}`` in input order.
@@ -110,6 +119,7 @@ def embed(
         layer: which hidden state (see the module docstring).
         batch_size: windows per forward pass.
         max_tokens: tokens per window, ``<cls>`` included (default: the model's context, ``config.max_tokens``).
+        length_buckets: batch windows of similar length (less padding); else in input order.
         progress: show a progress bar.
 
     Returns:
@@ -140,15 +150,18 @@ def embed(
         chunks = range(0, tokens.size, max_tokens - 1)
         n_windows.append(len(chunks))
         windows += [(index, w, tokens[start : start + max_tokens - 1]) for w, start in enumerate(chunks)]
-    order = sorted(range(len(windows)), key=lambda i: -windows[i][2].size)
+    lengths = [chunk.size for _, _, chunk in windows]
+    if length_buckets:
+        batches = length_bucketed_batches(lengths, batch_size)
+    else:
+        batches = [list(range(i, min(i + batch_size, len(windows)))) for i in range(0, len(windows), batch_size)]
     hidden = config.hidden_size
     sums = np.zeros((len(ids), hidden), dtype=np.float64)
     counts = np.zeros(len(ids), dtype=np.int64)
     pieces: dict[int, dict[int, np.ndarray]] = {i: {} for i in range(len(ids))}
     device = next(model.parameters()).device
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for batch_index in tqdm(batches, desc="embed", unit="batch", disable=not progress):
-        longest = windows[batch_index[0]][2].size + 1
+        longest = max(lengths[i] for i in batch_index) + 1
         input_ids = np.full((len(batch_index), longest), tokenizer.pad_token_id, dtype=np.int64)
         attention = np.zeros((len(batch_index), longest), dtype=np.int64)
         for row, i in enumerate(batch_index):
@@ -231,6 +244,7 @@ def embed_fasta(
     max_tokens: int | None = None,
     device: str | None = defaults.DEVICE,
     dtype: str | None = defaults.DTYPE,
+    compile: bool = defaults.COMPILE,
     progress: bool = True,
 ) -> dict[str, np.ndarray]:
     """Embed every record of a FASTA file with a checkpoint and optionally write them (see :func:`embed`,
@@ -243,7 +257,7 @@ def embed_fasta(
             outputs["record ids"] = Path(out).with_suffix(".ids.txt")
         check_outputs(outputs, {"--fasta": fasta, "--model": checkpoint})
     records = {record_id: sequence.upper() for record_id, sequence in read_records(fasta)}
-    model, tokenizer = load_encoder(checkpoint, device=device, dtype=dtype)
+    model, tokenizer = load_encoder(checkpoint, device=device, dtype=dtype, compile=compile)
     embeddings = embed(
         model,
         tokenizer,

@@ -170,8 +170,14 @@ def finetune(cfg: FinetuneConfig) -> dict:
 
     # -- optimizer, data loaders, schedule ------------------------------------------------------------------
     betas = (cfg.adam_beta1, cfg.adam_beta2)
-    model, optimizer = rt.prepare(model, lambda m: build_optimizer(m, cfg.lr, cfg.weight_decay, betas, cfg.adam_eps))
+    model, optimizer = rt.prepare(
+        model, lambda m: build_optimizer(m, cfg.lr, cfg.weight_decay, betas, cfg.adam_eps), compile=cfg.compile
+    )
     # Batches on the device, each process its share; with static shapes (XLA) every batch is max_length long.
+    # With length_buckets, batches group inputs of similar length (less padding work).
+    def input_lengths(split) -> list[int] | None:
+        return [len(ids) for ids in split.input_ids] if cfg.length_buckets else None
+
     collator = Collator(tokenizer.pad_token_id, pad_to_multiple_of=max_length if rt.static_shapes else None)
     generator = torch.Generator().manual_seed(cfg.seed)
     train_loader = rt.data_loader(
@@ -181,6 +187,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         train=True,
         generator=generator,
         num_workers=cfg.num_workers,
+        lengths=input_lengths(splits["train"]),
     )
     if len(train_loader) == 0:
         raise ConfigError(
@@ -193,6 +200,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
             cfg.eval_batch_size or 2 * cfg.batch_size,
             collator,
             num_workers=cfg.num_workers,
+            lengths=input_lengths(split),  # outputs are placed by their window index, so order is free
         )
         for name, split in splits.items()
         if name != "train"

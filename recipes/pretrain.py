@@ -151,7 +151,9 @@ def pretrain(cfg) -> dict[str, Any]:
     # distribution, optimizer, schedule
     # ---------------------------------------------------------------------------------------------
     betas = (cfg.adam_beta1, cfg.adam_beta2)
-    model, optimizer = rt.prepare(model, lambda m: build_optimizer(m, cfg.lr, cfg.weight_decay, betas, cfg.adam_eps))
+    model, optimizer = rt.prepare(
+        model, lambda m: build_optimizer(m, cfg.lr, cfg.weight_decay, betas, cfg.adam_eps), compile=cfg.compile
+    )
     scheduler = build_scheduler(
         optimizer, cfg.lr, warmup_steps=cfg.warmup_steps, init_lr=cfg.init_lr, decay=cfg.decay,
         max_steps=cfg.max_steps, min_lr=cfg.min_lr,

@@ -7,7 +7,7 @@ mean of the per-process losses is the global loss. Writes ``report.json`` (losse
 the consolidated export, the optimizer state and the trained model's logits on a probe batch, so the test
 can compare runtimes and reload the export on the CPU.
 
-    python tests/parallel_worker.py OUT_DIR --parallel none --model mlm
+    python tests/parallel_worker.py OUT_DIR --parallel none --model mlm [--compile]
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--parallel", default="none")
     parser.add_argument("--model", choices=("mlm", "cls"), default="mlm")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each layer in rt.prepare")
     args = parser.parse_args()
     torch.set_num_threads(1)
     rt = parallel.setup(parallel.resolve_backend(args.parallel), mixed_precision="no")
@@ -45,7 +46,7 @@ def main() -> None:
         model = GenoLMForMaskedLM(GenoLMConfig.from_preset("tiny", sparse_prediction=False))
     else:
         model = GenoLMForSequenceClassification(GenoLMConfig.from_preset("tiny", num_labels=3))
-    model, optimizer = rt.prepare(model, lambda m: build_optimizer(m, 1e-2, 0.1))
+    model, optimizer = rt.prepare(model, lambda m: build_optimizer(m, 1e-2, 0.1), compile=args.compile)
     batch = global_batch(args.model)
     per_process = ROWS // rt.num_processes
     rows = slice(rt.process_index * per_process, (rt.process_index + 1) * per_process)

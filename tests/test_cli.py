@@ -175,8 +175,11 @@ def test_defaults_equal_the_library_defaults():
 def test_runtime_options_are_spelled_the_same_everywhere():
     for words in [("embed",), ("vep",), ("ism",), ("annotate",)]:
         options = {s for a in _parser_of(words)._actions for s in a.option_strings}
-        assert {"--batch-size", "--device", "--dtype", "--threads", "--quiet"} <= options, words
+        assert {"--batch-size", "--device", "--dtype", "--compile", "--threads", "--quiet"} <= options, words
         assert "--no-progress" not in options
+        compile_option = next(a for a in _parser_of(words)._actions if "--compile" in a.option_strings)
+        assert compile_option.default is defaults.COMPILE is False  # off: on the CPU compilation does not pay
+        assert "--no-compile" in compile_option.option_strings
     assert "--quiet" in {s for a in _parser_of(("data", "prepare"))._actions for s in a.option_strings}
 
 

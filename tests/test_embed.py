@@ -165,3 +165,31 @@ def test_embed_on_a_full_disk_writes_nothing_and_says_so(tiny_mlm_dir, records, 
         assert list(disk.iterdir()) == []
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.mark.parametrize("pool", ["mean", "cls", "none"])
+def test_length_bucketed_batches_give_the_unbucketed_embeddings_in_input_order(encoder, records, pool):
+    """Windows of mixed length batched by length (the default) and in input order give the same embeddings,
+    returned in input order."""
+    model, tokenizer = encoder
+    # Several windows per record at 40 tokens, records of different lengths: the two batchings differ.
+    kwargs = dict(pool=pool, batch_size=3, max_tokens=40, progress=False)
+    bucketed = embed(model, tokenizer, records, **kwargs)
+    plain = embed(model, tokenizer, records, length_buckets=False, **kwargs)
+    assert list(bucketed) == list(plain) == list(records)
+    for record_id in records:
+        np.testing.assert_allclose(bucketed[record_id], plain[record_id], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_embed_cli_compile_gives_the_eager_embeddings(tiny_mlm_dir, records, tmp_path):
+    """``genolm embed --compile`` (each layer torch.compile-d) writes the embeddings of the eager run."""
+    fasta = _write_fasta(tmp_path / "in.fa", records)
+    outs = {flag: tmp_path / f"{flag.strip('-')}.npz" for flag in ("--compile", "--no-compile")}
+    for flag, out in outs.items():
+        argv = ["embed", "--model", str(tiny_mlm_dir), "--fasta", str(fasta), "--out", str(out), "--max-tokens", "40"]
+        assert main([*argv, flag, "--device", "cpu", "--quiet"]) == 0
+    compiled, eager = (np.load(out) for out in outs.values())
+    assert sorted(compiled.files) == sorted(records)
+    for record_id in records:
+        np.testing.assert_allclose(compiled[record_id], eager[record_id], atol=1e-5, rtol=1e-5)

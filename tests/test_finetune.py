@@ -502,7 +502,7 @@ def test_diverged_finetuning_stops_and_saves_nothing(recipe, shared_data, tmp_pa
     gradient norm, before any validation picks a best model, and writes no model or metrics."""
     out = tmp_path / "diverged"
     train = shared_data / PGB / "poly_a.arabidopsis_thaliana" / "train.csv"
-    with pytest.raises(TrainingDivergedError, match=r"^training diverged at step [12]: loss nan, gradient norm nan; "
+    with pytest.raises(TrainingDivergedError, match=r"^training diverged at step [1-4]: loss nan, gradient norm nan; "
                        r"try a lower --lr \(now 1e\+06\)$"):
         recipe.main(["--train", str(train), "--max_train_samples", "64", "--max_eval_samples", "16",
                      "--max_steps", "6", "--eval_every", "6", "--log_every", "2", "--batch_size", "8",

@@ -136,6 +136,19 @@ def test_fsdp2_trains_like_one_process_on_the_same_global_batch(tmp_path, model)
 
 
 @pytest.mark.slow
+def test_compiled_layers_under_fsdp2_train_like_eager_one_process(tmp_path):
+    """rt.prepare(compile=True) under FSDP2 (each layer compiled, then sharded): the losses of one eager process
+    on the same global batch, within 1e-4."""
+    single, sharded = tmp_path / "none", tmp_path / "fsdp"
+    _run([sys.executable, str(WORKER), str(single), "--parallel", "none"])
+    _run(TORCHRUN + [str(WORKER), str(sharded), "--parallel", "fsdp", "--compile"])
+    one, two = (json.loads((d / "report.json").read_text()) for d in (single, sharded))
+    assert two["backend"] == "fsdp" and two["num_processes"] == 2
+    assert two["losses"] == pytest.approx(one["losses"], abs=1e-4)
+    assert two["norms"] == pytest.approx(one["norms"], rel=1e-3)
+
+
+@pytest.mark.slow
 def test_pretrain_recipe_under_fsdp2_checkpoints_and_resumes(tmp_path):
     """recipes/pretrain.py --parallel fsdp on 2 processes: trains, writes sharding.json and checkpoints that
     reload on the CPU, and resumes (the full optimizer state goes back into the shards)."""

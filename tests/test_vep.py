@@ -607,3 +607,20 @@ def test_vep_refuses_a_protein_esm_checkpoint(shared_data, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{folder}: the tokenizer is not a nucleotide k-mer vocabulary" in err and "25 tokens" in err
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_vep_cli_compile_gives_the_eager_scores(tiny_mlm_dir, shared_data, tmp_path):
+    """``genolm vep --compile`` scores every SNV of the chloroplast VCF as the eager run does, within 1e-5."""
+    import pandas as pd
+
+    tables = {}
+    for flag in ("--compile", "--no-compile"):
+        out = tmp_path / f"{flag.strip('-')}.tsv"
+        argv = ["vep", "--model", str(tiny_mlm_dir), "--fasta", str(shared_data / "athaliana_chloroplast.fa"),
+                "--vcf", str(shared_data / "athaliana_chloroplast.vcf"), "--out", str(out)]  # fmt: skip
+        assert main([*argv, flag, "--window-tokens", "64", "--device", "cpu", "--quiet"]) == 0
+        tables[flag] = pd.read_csv(out, sep="\t")
+    compiled, eager = tables["--compile"], tables["--no-compile"]
+    assert compiled["llr"].notna().sum() == eager["llr"].notna().sum() > 40
+    np.testing.assert_allclose(compiled["llr"].to_numpy(float), eager["llr"].to_numpy(float), atol=1e-5, equal_nan=True)

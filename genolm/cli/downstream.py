@@ -96,6 +96,7 @@ def run_embed(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
         device=args.device,
         dtype=args.dtype,
+        compile=args.compile,
         progress=not args.quiet,
     )
     if not args.quiet:

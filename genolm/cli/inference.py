@@ -141,6 +141,7 @@ def run_vep(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
+        compile=args.compile,
         chunk_records=args.chunk_records,
         progress=not args.quiet,
     )
@@ -164,6 +165,7 @@ def run_ism(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
+        compile=args.compile,
         progress=not args.quiet,
     )
     return 0
@@ -185,6 +187,7 @@ def run_annotate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
+        compile=args.compile,
         progress=not args.quiet,
     )
     return 0

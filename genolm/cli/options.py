@@ -18,7 +18,7 @@ def comma_list(text: str) -> list[str]:
 
 
 def add_runtime_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
-    """``--batch-size``, ``--device``, ``--dtype``, ``--threads`` and ``--quiet`` of a command that runs a model.
+    """``--batch-size``, ``--device``, ``--dtype``, ``--compile``, ``--threads`` and ``--quiet`` of a command that runs a model.
 
     ``batch_size`` is the default of the library function the command calls (a :mod:`genolm.defaults`
     constant).
@@ -37,6 +37,13 @@ def add_runtime_options(parser: argparse.ArgumentParser, batch_size: int) -> Non
         default=defaults.DTYPE,
         choices=defaults.DTYPES,
         help=f"model precision; auto = float32 (default: {defaults.DTYPE})",
+    )
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.COMPILE,
+        help="torch.compile the model's layers: faster batches after a compilation of tens of seconds per "
+        f"input shape; pays on long runs (default: {'on' if defaults.COMPILE else 'off'})",
     )
     parser.add_argument(
         "--threads",

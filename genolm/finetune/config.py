@@ -127,6 +127,12 @@ class FinetuneConfig:
         "runtime, as in pretraining: none, ddp, fsdp (FSDP2 over torchrun / accelerate launch processes), "
         "xla_fsdp (torch-xla SPMD FSDPv2, TPU), or auto (see genolm.parallel.resolve_backend)",
     )
+    compile: bool = option(
+        False, "torch.compile each transformer layer (CPU/GPU; XLA compiles anyway); costs compile time at start"
+    )
+    length_buckets: bool = option(
+        True, "batch inputs of similar length together (less padding); off under XLA's static shapes"
+    )
 
     # --- evaluation and early stopping --------------------------------------------------------------------
     eval_every: int = option(100, "optimizer steps between validation passes (and one at the end)")

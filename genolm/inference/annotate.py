@@ -514,6 +514,7 @@ def run_annotate(
     batch_size: int = defaults.ANNOTATE_BATCH_SIZE,
     device: str | None = defaults.DEVICE,
     dtype: str | None = defaults.DTYPE,
+    compile: bool = defaults.COMPILE,
     progress: bool = True,
 ) -> AnnotateReport:
     """``genolm annotate``: load a token-classification checkpoint and run :func:`annotate_fasta`; prints bp/s."""
@@ -523,7 +524,7 @@ def run_annotate(
         folders={"--bigwig-dir": bigwig_dir},
         overwrite=True,
     )
-    model, tokenizer = load_model(model, tokenizer, "token-classification", device, dtype)
+    model, tokenizer = load_model(model, tokenizer, "token-classification", device, dtype, compile)
     report = annotate_fasta(
         model,
         tokenizer,

@@ -288,6 +288,7 @@ def run_ism(
     batch_size: int = defaults.ISM_BATCH_SIZE,
     device: str | None = defaults.DEVICE,
     dtype: str | None = defaults.DTYPE,
+    compile: bool = defaults.COMPILE,
     progress: bool = True,
 ) -> ISMResult:
     """``genolm ism``: score the region (``NAME:START-END``, 1-based closed), write the tidy table to ``out``
@@ -300,9 +301,8 @@ def run_ism(
          "--model": model if isinstance(model, (str, os.PathLike)) else None},
     )
     if gff3 is not None:
-        for _ in read_gff3(gff3):  # a bad annotation is reported before the scoring, not after it
-            pass
-    model, tokenizer = load_model(model, tokenizer, "masked-lm", device, dtype)
+        read_gff3(gff3)  # a bad annotation is reported before the scoring, not after it
+    model, tokenizer = load_model(model, tokenizer, "masked-lm", device, dtype, compile)
     genome = fasta if isinstance(fasta, Genome) else Genome(fasta)
     chrom, start, end = parse_region(region, genome.lengths)
     compute = naive_ism_region if naive else ism_region

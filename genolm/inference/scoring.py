@@ -51,6 +51,7 @@ def load_model(
     task: str = "masked-lm",
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    compile: bool = False,
 ):
     """Load a checkpoint folder (or take a loaded model) for inference, with its tokenizer.
 
@@ -61,6 +62,8 @@ def load_model(
         task: ``"masked-lm"`` (``AutoModelForMaskedLM``) or ``"token-classification"``.
         device: ``"auto"`` (default), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
         dtype: ``"auto"`` (float32), ``"float32"``, ``"bfloat16"``, ``"float16"``.
+        compile: ``torch.compile`` each transformer layer (:func:`genolm.parallel.compile_layers`); the first
+            batches of each new shape pay the compilation.
 
     Returns:
         ``(model, tokenizer)`` with the model in eval mode.
@@ -109,6 +112,10 @@ def load_model(
     if k_model != tokenizer.k:
         raise InputDataError(f"the model was trained on {k_model}-mers but the tokenizer cuts {tokenizer.k}-mers")
     check_vocabulary(model, tokenizer, source)
+    if compile:
+        from ..parallel import compile_layers
+
+        compile_layers(model)
     return model, tokenizer
 
 

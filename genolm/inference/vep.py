@@ -528,6 +528,7 @@ def run_vep(
     batch_size: int = defaults.VEP_BATCH_SIZE,
     device: str | None = defaults.DEVICE,
     dtype: str | None = defaults.DTYPE,
+    compile: bool = defaults.COMPILE,
     chunk_records: int = 10_000,
     progress: bool = True,
 ) -> VepReport:
@@ -542,7 +543,7 @@ def run_vep(
             ``.tsv``: one row per ALT allele, columns ``chrom pos id ref alt llr emb_dist skip`` with ``pos``
             1-based as in the VCF.
         tokenizer, window_tokens, rc, embedding_distance, batch_size: see :func:`score_variants`.
-        device, dtype: see :func:`genolm.inference.scoring.load_model`.
+        device, dtype, compile: see :func:`genolm.inference.scoring.load_model`.
         chunk_records: records read, scored and written at a time (bounds memory on large VCFs).
         progress: progress bar and a summary line on stderr.
 
@@ -559,7 +560,7 @@ def run_vep(
          "--model": model if isinstance(model, (str, os.PathLike)) else None},
     )
     scan = validate_vcf(vcf) if not str(vcf).lower().endswith(".bcf") else None
-    model, tokenizer = load_model(model, tokenizer, "masked-lm", device, dtype)
+    model, tokenizer = load_model(model, tokenizer, "masked-lm", device, dtype, compile)
     genome = fasta if isinstance(fasta, Genome) else Genome(fasta)
     if scan is not None and scan.contigs and not any(contig in genome for contig in scan.contigs):
         # Records on a contig the FASTA lacks are skipped one by one; none at all means the wrong reference.

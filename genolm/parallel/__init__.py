@@ -11,6 +11,10 @@
 - ``xla_fsdp`` (:class:`XLAFSDPRuntime`): torch-xla SPMD with ``SpmdFullyShardedDataParallel`` (FSDPv2), one
   process per host driving all of its devices (TPU).
 
+``rt.prepare(model, make_optimizer, compile=True)`` compiles each transformer layer with ``torch.compile``
+(:func:`compile_layers`) before the backend wraps or shards it (torchtitan's order: every compiled layer is one
+FSDP2 unit); under XLA, which compiles the step's graph anyway, the switch does nothing.
+
 What differs between backends is a method or a class attribute of the runtime: ``static_shapes`` (pad batches
 to one shape), ``sparse_lm_head``, ``device_batches`` / ``data_loader``, ``model_state_dict`` (gathering
 shards), ``compile_count``, ``sharding_summary``. Device and dtype choices for inference live in
@@ -38,7 +42,7 @@ import importlib.util
 import os
 import warnings
 
-from .base import Runtime
+from .base import Runtime, compile_layers, transformer_layers
 from .ddp import DDPRuntime, SingleProcessRuntime
 from .devices import resolve_device, resolve_dtype, resolve_mixed_precision
 from .fsdp import FSDP2Runtime
@@ -163,6 +167,7 @@ __all__ = [
     "SingleProcessRuntime",
     "XLAFSDPRuntime",
     "clean_name",
+    "compile_layers",
     "keep_accelerate_off_xla",
     "resolve_backend",
     "resolve_device",
@@ -170,5 +175,6 @@ __all__ = [
     "resolve_mixed_precision",
     "setup",
     "torch_xla_installed",
+    "transformer_layers",
     "tpu_present",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -89,9 +89,15 @@ class Runtime:
 
     # -- model and optimizer ------------------------------------------------------------------
     def prepare(
-        self, model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Optimizer]
+        self,
+        model: nn.Module,
+        make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
+        compile: bool = False,
     ) -> tuple[nn.Module, torch.optim.Optimizer]:
-        """Wrap/shard ``model`` for the backend and build its optimizer with ``make_optimizer(model)``."""
+        """Wrap/shard ``model`` for the backend and build its optimizer with ``make_optimizer(model)``.
+
+        ``compile``: ``torch.compile`` each transformer layer (:func:`compile_layers`) before any wrapping,
+        so FSDP2 units stay whole (torchtitan's order); backends that compile a graph anyway ignore it."""
         raise NotImplementedError
 
     def unwrap(self, model: nn.Module) -> nn.Module:
@@ -136,11 +142,13 @@ class Runtime:
         train: bool = False,
         generator: torch.Generator | None = None,
         num_workers: int = 0,
+        lengths: Sequence[int] | None = None,
     ) -> Iterable[dict[str, torch.Tensor]]:
         """Batches of ``batch_size`` items per device, on the device; every process of the job gets its own
         part of ``dataset``. ``train``: shuffled with ``generator`` at every pass, and under
         ``static_shapes`` without the last incomplete batch; else every item once, in order. Iterating
-        again starts a new pass; ``len`` is batches per pass."""
+        again starts a new pass; ``len`` is batches per pass. ``lengths`` (each item's length): batches of
+        similar lengths (:mod:`genolm.batching`), so less padding; backends with ``static_shapes`` ignore it."""
         raise NotImplementedError
 
     def gather_for_metrics(self, *tensors: torch.Tensor, pad_dim: int | None = None) -> tuple[torch.Tensor, ...]:
@@ -226,6 +234,30 @@ class Runtime:
     def end(self) -> None:
         if self._trackers_on:
             self.accelerator.end_training()
+
+
+def transformer_layers(model: nn.Module) -> list[nn.Module]:
+    """The repeated layers of ``model``: modules whose class is in the Hugging Face model's
+    ``_no_split_modules`` (``GenoLMLayer``), also inside a PEFT wrapper. Raises ``ValueError`` without any."""
+    get_base = getattr(model, "get_base_model", None)
+    hf_model = get_base() if callable(get_base) else model  # PEFT does not forward _no_split_modules
+    layer_names = set(getattr(hf_model, "_no_split_modules", None) or [])
+    layers = [m for m in model.modules() if type(m).__name__ in layer_names]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} declares no _no_split_modules layers")
+    return layers
+
+
+def compile_layers(model: nn.Module) -> int:
+    """``torch.compile`` every transformer layer of ``model`` in place (``nn.Module.compile``, so parameter
+    names and state dicts are unchanged), each as one full graph; returns how many. Per-layer compilation
+    is torchtitan's: one compiled code object serves every layer, compilation stays short, and the layers
+    remain the units FSDP2 shards and gradient checkpointing recomputes. The parts around the layers
+    (embeddings, heads, the sparse LM head's data-dependent selection) stay eager."""
+    layers = transformer_layers(model)
+    for layer in layers:
+        layer.compile(fullgraph=True)
+    return len(layers)
 
 
 def _max_norm(max_norm: float) -> float:

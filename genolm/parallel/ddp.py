@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from .base import Runtime, _max_norm
+from .base import Runtime, _max_norm, compile_layers
 from .state import clean_name
 
 
@@ -49,8 +49,14 @@ class AcceleratorRuntime(Runtime):
         )
 
     def prepare(
-        self, model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Optimizer]
+        self,
+        model: nn.Module,
+        make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
+        compile: bool = False,
     ) -> tuple[nn.Module, torch.optim.Optimizer]:
+        if compile:
+            compile_layers(model)
+        model.to(self.device)  # before the optimizer, which picks its kernels by the parameters' device
         optimizer = make_optimizer(model)
         return self.accelerator.prepare(model, optimizer)
 
@@ -72,18 +78,33 @@ class AcceleratorRuntime(Runtime):
         train: bool = False,
         generator: torch.Generator | None = None,
         num_workers: int = 0,
+        lengths: Sequence[int] | None = None,
     ) -> Any:
         from torch.utils.data import DataLoader
 
-        loader = DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=train,
-            generator=generator,
-            collate_fn=collate_fn,
-            num_workers=num_workers,
-            drop_last=train and self.static_shapes,
-        )
+        drop_last = train and self.static_shapes
+        if lengths is not None and not self.static_shapes:
+            from ..batching import LengthBucketBatchSampler
+
+            sampler = LengthBucketBatchSampler(
+                lengths,
+                batch_size,
+                shuffle=train,
+                generator=generator,
+                drop_last=drop_last,
+                num_replicas=self.num_processes,  # Accelerate deals batch i to process i % num_processes
+            )
+            loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=num_workers)
+        else:
+            loader = DataLoader(
+                dataset,
+                batch_size=batch_size,
+                shuffle=train,
+                generator=generator,
+                collate_fn=collate_fn,
+                num_workers=num_workers,
+                drop_last=drop_last,
+            )
         return self.accelerator.prepare(loader)
 
     def gather_for_metrics(self, *tensors: torch.Tensor, pad_dim: int | None = None) -> tuple[torch.Tensor, ...]:

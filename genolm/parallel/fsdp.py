@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .base import _max_norm
+from .base import _max_norm, compile_layers, transformer_layers
 from .ddp import AcceleratorRuntime
 from .state import clean_name, rename_optimizer_state
 
@@ -44,14 +44,16 @@ class FSDP2Runtime(AcceleratorRuntime):
         return runtime
 
     def prepare(
-        self, model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Optimizer]
+        self,
+        model: nn.Module,
+        make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
+        compile: bool = False,
     ) -> tuple[nn.Module, torch.optim.Optimizer]:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        layer_names = set(getattr(_hf_model(model), "_no_split_modules", None) or [])
-        layers = [m for m in model.modules() if type(m).__name__ in layer_names]
-        if not layers:
-            raise ValueError(f"{type(model).__name__} declares no _no_split_modules layers to shard")
+        layers = transformer_layers(model)
+        if compile:  # compile each layer first, then shard it: one FSDP2 unit per compiled layer
+            compile_layers(model)
         policy = MixedPrecisionPolicy()
         if self.mixed_precision == "bf16":
             policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
@@ -122,9 +124,3 @@ class FSDP2Runtime(AcceleratorRuntime):
             clean_name(n): (f"{p.placements} over mesh {tuple(p.device_mesh.shape)}" if isinstance(p, DTensor) else "replicated")
             for n, p in model.named_parameters()
         }
-
-
-def _hf_model(model: nn.Module) -> nn.Module:
-    """The transformers model inside a PEFT wrapper (which does not forward ``_no_split_modules``)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model

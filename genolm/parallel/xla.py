@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -80,8 +80,12 @@ class XLAFSDPRuntime(Runtime):
 
     # -- model and optimizer ------------------------------------------------------------------
     def prepare(
-        self, model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Optimizer]
+        self,
+        model: nn.Module,
+        make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
+        compile: bool = False,
     ) -> tuple[nn.Module, torch.optim.Optimizer]:
+        # ``compile`` is ignored: XLA traces and compiles every step's graph anyway.
         model = _shard_model(model, self.mesh)
         return model, make_optimizer(model)
 
@@ -129,9 +133,11 @@ class XLAFSDPRuntime(Runtime):
         train: bool = False,
         generator: torch.Generator | None = None,
         num_workers: int = 0,
+        lengths: Sequence[int] | None = None,
     ) -> Iterable[dict[str, torch.Tensor]]:
         if self.num_processes > 1:
             raise NotImplementedError("data_loader under xla_fsdp feeds one host; several hosts need a sharded dataset")
+        # ``lengths`` is ignored: every batch is padded to one static shape, so bucketing saves nothing.
         from torch.utils.data import DataLoader
 
         loader = DataLoader(

@@ -42,6 +42,9 @@ class PretrainConfig:
     sparse_prediction: str | bool = _f(
         "auto", "Run the LM head only at masked positions: true, false, or auto (on except under XLA)."
     )
+    compile: bool = _f(
+        False, "torch.compile each transformer layer (CPU/GPU; XLA compiles anyway). Costs compile time at start."
+    )
     # --- data ---------------------------------------------------------------------------------
     sources: list[Any] = _f([], "Genome sources (FASTA paths/URLs or manifest entries); empty = bundled example.")
     max_tokens: int = _f(1000, "Sequence tokens per window; the model sees max_tokens + 1 with <cls> (1000 = 6 kb).")

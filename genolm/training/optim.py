@@ -30,18 +30,33 @@ def decay_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
     return decay, no_decay
 
 
+def fused_adamw_supported(params: list[nn.Parameter]) -> bool:
+    """Whether PyTorch has a fused AdamW kernel for every parameter: floating point, on a device type with
+    fused optimizer kernels (CUDA, CPU, ...; not XLA)."""
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    devices = set(_get_fused_kernels_supported_devices())
+    return bool(params) and all(p.is_floating_point() and p.device.type in devices for p in params)
+
+
 def build_optimizer(
     model: nn.Module,
     lr: float,
     weight_decay: float,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
+    fused: bool | None = None,
 ) -> torch.optim.AdamW:
     """AdamW over the trainable parameters of ``model``: two groups, ``weight_decay`` and 0.0 (see
-    :func:`decay_groups` for which parameters do not decay)."""
+    :func:`decay_groups` for which parameters do not decay).
+
+    ``fused``: one fused kernel for the whole update (None: wherever :func:`fused_adamw_supported`, so build
+    the optimizer after the model is on its device); otherwise PyTorch's default, the multi-tensor
+    (``foreach``) implementation on devices that have it."""
     decay, no_decay = decay_groups(model)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+    if fused is None:
+        fused = fused_adamw_supported(decay + no_decay)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused or None)
 
-
-__all__ = ["NO_DECAY_MODULES", "build_optimizer", "decay_groups"]
+__all__ = ["NO_DECAY_MODULES", "build_optimizer", "decay_groups", "fused_adamw_supported"]
