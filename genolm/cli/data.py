@@ -68,7 +68,13 @@ def prepare_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     parser.add_argument("--softmask", action="store_true", help="store the per-token soft-mask fraction")
     parser.add_argument("--shuffle", action="store_true", help="shuffle blocks and windows (seeded)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--block-size", type=int, default=1_000_000, help="bases per block (default: 1000000)")
+    parser.add_argument(
+        "--block-size",
+        type=int,
+        default=None,
+        help="bases per block, the unit of the held-out splits (default: 1000000, halved down to one window "
+        "until every split of every genome gets data)",
+    )
     parser.add_argument("--num-shards", type=int, default=defaults.PREPARE_NUM_SHARDS,
                         help=f"files per genome and split (default: {defaults.PREPARE_NUM_SHARDS})")
     parser.add_argument("--exclude", default=None, help="regular expression of sequence ids to skip")
