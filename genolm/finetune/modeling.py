@@ -9,6 +9,7 @@ from typing import Any
 
 from ..configuration_genolm import GenoLMConfig
 from ..errors import InputDataError
+from ..hub import local_model_folder
 from ..modeling_genolm import (
     GenoLMForSequenceClassification,
     GenoLMForTokenClassification,
@@ -35,22 +36,7 @@ def resolve_checkpoint(model: str, work_dir: str | Path) -> Path | None:
     """
     if model.startswith(PRESET_PREFIX):
         return None
-    path = Path(model)
-    if not path.exists():
-        if model.startswith((".", "/", "~")) or model.count("/") != 1:
-            raise InputDataError(f"model {model!r}: no such folder (and not a Hub id 'owner/name')")
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
-
-        try:
-            path = Path(snapshot_download(model))
-        except LocalEntryNotFoundError:
-            raise InputDataError(
-                f"model {model!r}: not in the local Hugging Face cache, and the Hub cannot be reached "
-                "(offline: HF_HUB_OFFLINE is set or there is no network); download it first or give a folder"
-            ) from None
-        except RepositoryNotFoundError:
-            raise InputDataError(f"model {model!r}: no such repository on the Hugging Face Hub") from None
+    path = local_model_folder(model)
     config_file = path / "config.json"
     if not config_file.exists():
         raise InputDataError(f"{path}: no config.json (is this a Hugging Face checkpoint folder?)")

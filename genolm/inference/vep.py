@@ -72,6 +72,7 @@ __all__ = [
     "SNV",
     "VariantScore",
     "VepReport",
+    "check_contigs",
     "check_variant",
     "naive_variant_score",
     "run_vep",
@@ -504,6 +505,33 @@ def validate_vcf(path: str | os.PathLike) -> VcfScan:
     return VcfScan(list(contigs), lines, info_keys, filters, symbolic)
 
 
+def _names(names: Sequence[str], most: int = 5) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > most else "")
+
+
+def check_contigs(vcf_contigs: Sequence[str], fasta_records: Sequence[str], vcf, fasta) -> list[str]:
+    """The VCF's record contigs that are not FASTA records (their records are skipped as ``unknown_contig``).
+
+    None of them in the FASTA is a wrong reference: :class:`InputDataError` naming both sets of names. Some
+    missing gives a warning on stderr.
+    """
+    known = set(fasta_records)
+    missing = [name for name in vcf_contigs if name not in known]
+    if vcf_contigs and len(missing) == len(vcf_contigs):
+        raise InputDataError(
+            f"{vcf}: no record's contig is a sequence of {fasta} (VCF contigs: {_names(missing)}; FASTA records: "
+            f"{_names(list(fasta_records))}); is this the reference the variants were called against?"
+        )
+    if missing:
+        print(
+            f"genolm vep: warning: {vcf}: contigs {_names(missing)} are not sequences of {fasta}; their records "
+            "are kept unscored (GENOLM_SKIP=unknown_contig)",
+            file=sys.stderr,
+        )
+    return missing
+
+
 def _vcf_mode(path: Path) -> str:
     name = path.name.lower()
     if name.endswith(".bcf"):
@@ -559,8 +587,10 @@ def run_vep(
          "--model": model if isinstance(model, (str, os.PathLike)) else None},
     )
     scan = validate_vcf(vcf) if not str(vcf).lower().endswith(".bcf") else None
-    model, tokenizer = load_model(model, tokenizer, "masked-lm", device, dtype)
     genome = fasta if isinstance(fasta, Genome) else Genome(fasta)
+    if scan is not None:
+        check_contigs(scan.contigs, list(genome.lengths), vcf, fasta if not isinstance(fasta, Genome) else "the FASTA")
+    model, tokenizer = load_model(model, tokenizer, "masked-lm", device, dtype)
     window_tokens = _check_window(model, window_tokens)
     report = VepReport()
 
