@@ -34,7 +34,7 @@ def shared_data() -> Path:
     ``true`` or ``1``), where a skip would pass a run that tested nothing.
     """
     if not (SHARED_DATA / "athaliana_chloroplast.fa").exists():
-        message = f"shared test data not found at {SHARED_DATA} (see tests/run.sh: it must sit beside the project)"
+        message = f"shared test data not found at {SHARED_DATA} (the tests read ../shared/data beside the project folder)"
         if running_under_ci():
             pytest.fail(f"{message}; CI={os.environ['CI']} requires it", pytrace=False)
         pytest.skip(message)
