@@ -368,3 +368,15 @@ def test_missing_shared_data_fails_under_ci_and_skips_otherwise(tmp_path, ci, ou
     assert f"shared test data not found at {tmp_path / 'shared' / 'data'}" in done.stdout
     if outcome == "error":
         assert done.returncode == 1 and "CI=true requires it" in done.stdout
+
+
+def test_vep_indexes_a_bgzipped_output(shared_data, tiny_mlm_dir, tmp_path, one_thread):
+    vcf = shared_data / "athaliana_chloroplast.vcf"
+    out = tmp_path / "scored.vcf.gz"
+    assert main(["vep", "--model", str(tiny_mlm_dir), "--fasta", str(shared_data / "athaliana_chloroplast.fa"),
+                 "--vcf", str(vcf), "--out", str(out), "--quiet"]) == 0
+    assert (tmp_path / "scored.vcf.gz.tbi").exists()
+    positions = [int(line.split("\t")[1]) for line in vcf.read_text().splitlines() if not line.startswith("#")]
+    with pysam.VariantFile(str(out)) as scored:
+        fetched = [r.pos for r in scored.fetch("NC_000932.1", 10_000, 60_000)]  # 0-based half-open region
+    assert fetched == [p for p in positions if 10_000 < p <= 60_000]

@@ -532,6 +532,16 @@ def check_contigs(vcf_contigs: Sequence[str], fasta_records: Sequence[str], vcf,
     return missing
 
 
+def _index_vcf(path: Path) -> None:
+    """Write ``PATH.tbi`` beside a bgzipped VCF (a warning instead when its records are not sorted)."""
+    import pysam
+
+    try:
+        pysam.tabix_index(str(path), preset="vcf", force=True)
+    except (OSError, ValueError) as err:
+        print(f"genolm vep: warning: {path}: not indexed (records not sorted by position?): {err}", file=sys.stderr)
+
+
 def _vcf_mode(path: Path) -> str:
     name = path.name.lower()
     if name.endswith(".bcf"):
@@ -619,6 +629,8 @@ def run_vep(
                 )
         finally:
             reader.close()
+    if _vcf_mode(out) == "wz":
+        _index_vcf(out)
     report.seconds = time.perf_counter() - started
     if progress:
         print(f"genolm vep: {report.summary()}", file=sys.stderr)
