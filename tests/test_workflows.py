@@ -380,3 +380,15 @@ def test_vep_indexes_a_bgzipped_output(shared_data, tiny_mlm_dir, tmp_path, one_
     with pysam.VariantFile(str(out)) as scored:
         fetched = [r.pos for r in scored.fetch("NC_000932.1", 10_000, 60_000)]  # 0-based half-open region
     assert fetched == [p for p in positions if 10_000 < p <= 60_000]
+
+
+def test_quiet_commands_print_nothing(shared_data, tiny_mlm_dir, tmp_path, capfd):
+    capfd.readouterr()
+    assert main(["publish", str(tiny_mlm_dir), str(tmp_path / "published"), "--quiet"]) == 0
+    assert main(["convert", "genolm-to-esm", str(tiny_mlm_dir), str(tmp_path / "esm"), "--quiet"]) == 0
+    fasta, gff3 = (str(shared_data / name) for name in CHR5)
+    argv = ["data", "make-task", "--fasta", fasta, "--gff3", gff3, "--task", "splice_sites", "--quiet"]
+    assert main([*argv, str(tmp_path / "task")]) == 0
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+    assert (tmp_path / "published" / "model.safetensors").exists() and (tmp_path / "task" / "task.json").exists()

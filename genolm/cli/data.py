@@ -141,6 +141,7 @@ def make_task_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--format", dest="file_format", choices=["parquet", "csv"], default="parquet")
     add_overwrite_option(parser, "OUT")
+    add_quiet_option(parser)
     parser.set_defaults(func=run_make_task)
     return parser
 
@@ -234,5 +235,6 @@ def run_make_task(args: argparse.Namespace) -> int:
         block_size=args.block_size,
         seed=args.seed,
     )
-    print(json.dumps(info["counts"], indent=2))
+    if not args.quiet:
+        print(json.dumps(info["counts"], indent=2))
     return 0
