@@ -681,7 +681,7 @@ def _score_and_write(
                 rc=rc,
                 embedding_distance=embedding_distance,
                 batch_size=batch_size,
-                progress=progress,
+                progress=progress and sys.stderr.isatty(),  # a nested bar moves the cursor: terminals only
             )
             per_record: list[list[VariantScore]] = [[] for _ in chunk]
             for (r, _a), score in zip(owners, scores):
