@@ -112,7 +112,9 @@ def pretrain(cfg) -> dict[str, Any]:
     # argument, never saved.
     sparse = rt.sparse_lm_head if cfg.sparse_prediction == "auto" else bool(cfg.sparse_prediction)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # transformers >= 5 renamed it (the old name warns); older versions have only the old one
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable()
     seq_len = cfg.max_tokens + 1  # <cls> + window
     if seq_len > model_config.max_tokens:
         raise ConfigError(f"max_tokens={cfg.max_tokens} (+1 for <cls>) exceeds the model's {model_config.max_tokens} positions")

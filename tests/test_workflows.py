@@ -392,3 +392,14 @@ def test_quiet_commands_print_nothing(shared_data, tiny_mlm_dir, tmp_path, capfd
     out, err = capfd.readouterr()
     assert (out, err) == ("", "")
     assert (tmp_path / "published" / "model.safetensors").exists() and (tmp_path / "task" / "task.json").exists()
+
+
+def test_pretraining_with_gradient_checkpointing_warns_no_deprecation(tmp_path, one_thread):
+    pretrain = load_recipe("pretrain")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pretrain.main(["--config", str(REPO_ROOT / "recipes" / "configs" / "debug.yaml"), "--max_steps", "1",
+                       "--gradient_checkpointing", "true", "--output_dir", str(tmp_path / "run")])
+    deprecations = [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+    assert not [m for m in deprecations if "checkpointing" in m], deprecations
+    assert (tmp_path / "run" / "checkpoints" / "step-00000001").is_dir()

@@ -220,6 +220,7 @@ def prepare_shards(
     overwrite: bool = False,
     ncbi_url: str | None = None,
     cache_dir: str | Path | None = None,
+    block_size: int | None = None,
     **window_options: Any,
 ) -> dict[str, Any]:
     """Tokenise genomes into Parquet/Arrow shards that :func:`genolm.data.genome_dataset` streams back.
@@ -234,8 +235,10 @@ def prepare_shards(
         num_proc: worker processes (shards are written in parallel).
         rows_per_group: rows per Parquet row group / Arrow record batch.
         progress: show a progress bar.
+        block_size: bases per block (the unit of the held-out splits); default: 1 Mb, halved down to one window
+            until every split of every genome gets data (:func:`choose_block_size`).
         **window_options: further :class:`WindowOptions` fields (``reverse_complement``, ``shuffle``,
-            ``seed``, ``softmask``, ``validation_fraction``, ``block_size``, ...).
+            ``seed``, ``softmask``, ``validation_fraction``, ...).
 
     Returns:
         The metadata written to ``genolm_shards.json`` (rows and tokens per split and genome).
@@ -254,7 +257,6 @@ def prepare_shards(
     )
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise GenomeDataError(f"{out_dir}: output folder is not empty (pass overwrite=True / --overwrite)")
-    block_size = window_options.pop("block_size", None)
     base = WindowOptions(
         max_tokens=max_tokens,
         stride=stride,
