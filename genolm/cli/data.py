@@ -46,7 +46,8 @@ def prepare_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
         description="Cut the genomes of MANIFEST (or one FASTA / folder / accession) into tokenised windows "
         "and write them to OUT_DIR/<split>/<species>/part-*.parquet with genolm_shards.json. Windows are "
         "max-tokens tokens plus <cls>; coordinates are 0-based half-open. genolm.data.genome_dataset(OUT_DIR, "
-        "tokenizer) streams them back.",
+        "tokenizer) streams them back; `python recipes/pretrain.py --sources OUT_DIR --max_tokens MAX_TOKENS` "
+        "pretrains on them. A split that comes out empty or smaller than a batch is warned about.",
     )
     parser.add_argument("manifest", help="manifest TSV/YAML, FASTA file, folder or NCBI accession")
     parser.add_argument("out_dir", help="output folder")
