@@ -25,6 +25,9 @@ ANNOTATE_BATCH_SIZE = 8
 PREPARE_MAX_TOKENS = 1000
 PREPARE_NUM_SHARDS = 16
 
+# A split with fewer rows than this (one default batch) is warned about by make-task and prepare.
+SMALL_SPLIT_ROWS = 16
+
 __all__ = [
     "ANNOTATE_BATCH_SIZE",
     "COMPILE",
@@ -35,5 +38,6 @@ __all__ = [
     "ISM_BATCH_SIZE",
     "PREPARE_MAX_TOKENS",
     "PREPARE_NUM_SHARDS",
+    "SMALL_SPLIT_ROWS",
     "VEP_BATCH_SIZE",
 ]

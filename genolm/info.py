@@ -9,6 +9,7 @@ import torch
 
 from .configuration_genolm import GenoLMConfig
 from .errors import InputDataError
+from .hub import local_model_folder
 
 
 def _meta_model(config: GenoLMConfig, architecture: str) -> torch.nn.Module:
@@ -41,7 +42,7 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
         weight_shapes,
     )
 
-    path = Path(path)
+    path = local_model_folder(path)
     config_file = path / "config.json"
     raw = read_config_json(path)
     shapes = weight_shapes(path)
@@ -54,11 +55,12 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
             raise InputDataError(f"{path}: {err}") from None
         shapes = {key: shape for key, shape in renamed.values() if key is not None}
         source_format = "esm (transformers)"
-        architecture = (raw.get("architectures") or ["EsmForMaskedLM"])[0].replace("Esm", "GenoLM")
+        read_as = (raw.get("architectures") or ["EsmForMaskedLM"])[0]
+        architecture = read_as.replace("Esm", "GenoLM")
     elif raw.get("model_type") == "genolm":
         config = GenoLMConfig.from_pretrained(path)
         source_format = "genolm"
-        architecture = (config.architectures or ["GenoLMForMaskedLM"])[0]
+        architecture = read_as = (config.architectures or ["GenoLMForMaskedLM"])[0]
     else:
         raise InputDataError(f"{config_file}: model_type {raw.get('model_type')!r} is neither 'genolm' nor 'esm'")
     if not hasattr(genolm, architecture):
@@ -69,7 +71,7 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
     return {
         "path": str(path),
         "format": source_format,
-        "architecture": architecture,
+        "architecture": read_as if read_as == architecture else f"{read_as} (read as genolm's {architecture})",
         "parameters": sum(p.numel() for p in model.parameters()),
         "layers": config.num_hidden_layers,
         "hidden_size": config.hidden_size,

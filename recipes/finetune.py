@@ -68,6 +68,7 @@ from genolm.finetune import (
     resolve_checkpoint,
     score,
     split_validation,
+    task_class_names,
 )
 from genolm.finetune.metrics import json_safe
 from genolm.outputs import atomic_file, atomic_folder, claim_run_folder
@@ -126,7 +127,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     ):
         if limit is not None and name in records and len(records[name]) > limit:
             records[name] = records[name].subset(range(limit))
-    spec = LabelSpec.fit(cfg.task, records["train"], cfg.class_names)
+    spec = LabelSpec.fit(cfg.task, records["train"], task_class_names(cfg.train, cfg.task, cfg.class_names))
     splits = {
         name: encode_split(
             r, spec, tokenizer, max_length, cfg.long_sequences, cfg.window_stride, cfg.per_nucleotide
@@ -230,8 +231,9 @@ def finetune(cfg: FinetuneConfig) -> dict:
     peak_devices = 1 if rt.device_kind == "cpu" else rt.local_devices  # virtual XLA CPU devices share one CPU
     say(
         f"{max_steps} steps of {cfg.batch_size} x {accum} x {rt.num_devices} sequences, "
-        f"lr {cfg.lr} ({cfg.decay}), validation every {cfg.eval_every} steps on {metric_name}, "
-        f"{rt.mixed_precision} on {rt.num_devices} x {rt.device_kind or device.type} (backend {rt.backend})"
+        f"lr {cfg.lr} ({cfg.decay}), validation every {cfg.eval_every} steps (best by {metric_name}), "
+        f"mixed precision {rt.mixed_precision}, on {rt.num_devices} x {rt.device_kind or device.type} "
+        f"(backend {rt.backend})"
     )
 
     # -- training loop --------------------------------------------------------------------------------------

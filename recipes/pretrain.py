@@ -112,7 +112,9 @@ def pretrain(cfg) -> dict[str, Any]:
     # argument, never saved.
     sparse = rt.sparse_lm_head if cfg.sparse_prediction == "auto" else bool(cfg.sparse_prediction)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # transformers >= 5 renamed it (the old name warns); older versions have only the old one
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable()
     seq_len = cfg.max_tokens + 1  # <cls> + window
     if seq_len > model_config.max_tokens:
         raise ConfigError(f"max_tokens={cfg.max_tokens} (+1 for <cls>) exceeds the model's {model_config.max_tokens} positions")
@@ -175,11 +177,13 @@ def pretrain(cfg) -> dict[str, Any]:
     peak = peak_flops(rt.device_kind) if rt.device_kind else None
     # Virtual XLA CPU devices share the host's cores: a CPU run is measured against one CPU.
     peak_devices = 1 if rt.device_kind == "cpu" else rt.num_devices
+    model_label = "from checkpoint" if (resume_from or cfg.init_from) else cfg.model
+    if cfg.model_overrides and not (resume_from or cfg.init_from):  # not the preset's shape: say what changed
+        model_label += " preset with " + ", ".join(f"{k}={v}" for k, v in cfg.model_overrides.items())
     say(
         f"genolm pretraining | backend {rt.backend} on {rt.num_devices} x {rt.device_kind or rt.device.type} "
         f"({rt.num_processes} process(es)) | precision {rt.mixed_precision}\n"
-        f"model {cfg.model if not (resume_from or cfg.init_from) else 'from checkpoint'}: "
-        f"{n_params / 1e6:.2f} M parameters, sparse LM head {sparse}, checkpointing {cfg.gradient_checkpointing}\n"
+        f"model {model_label}: {n_params / 1e6:.2f} M parameters, sparse LM head {sparse}, checkpointing {cfg.gradient_checkpointing}\n"
         f"batch: {host_batch * rt.num_processes} x {seq_len} tokens x {cfg.gradient_accumulation_steps} "
         f"accumulation = {tokens_per_step:,} tokens/step | {cfg.max_steps} steps | "
         f"{flops_token / 1e6:.1f} MFLOPs/token | output {out_dir}"

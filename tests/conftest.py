@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -20,11 +21,23 @@ def write_fasta(path: Path, records: dict[str, str]) -> Path:
     return path
 
 
+def running_under_ci() -> bool:
+    """Whether ``$CI`` says this is a continuous-integration run (``true``/``1``/``yes``, any case)."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` from the project root: real plant sequences, annotation and variants."""
+    """``../shared/data`` from the project root: real plant sequences, annotation and variants.
+
+    Missing data skips the tests that read it on a developer's machine, and fails them under CI (``CI`` set to
+    ``true`` or ``1``), where a skip would pass a run that tested nothing.
+    """
     if not (SHARED_DATA / "athaliana_chloroplast.fa").exists():
-        pytest.skip(f"shared test data not found at {SHARED_DATA}")
+        message = f"shared test data not found at {SHARED_DATA} (the tests read ../shared/data beside the project folder)"
+        if running_under_ci():
+            pytest.fail(f"{message}; CI={os.environ['CI']} requires it", pytrace=False)
+        pytest.skip(message)
     return SHARED_DATA
 
 

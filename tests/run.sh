@@ -10,7 +10,7 @@ ROOT=$PWD
 CACHE=${GENOLM_CI_CACHE:-$HOME/.cache/genolm-ci}
 export GENOLM_CI_CACHE=$CACHE
 PYTHON=${PYTHON:-python3}
-TORCH_PIN="torch==2.13.0"   # the CPU wheel; see README "Install"
+TORCH_PIN="torch==2.13.0"   # the version the README's main command installs (pip picks the wheel)
 
 key=$({ cat setup.cfg; echo "$TORCH_PIN [test,wandb]"; "$PYTHON" --version; } | sha256sum | cut -c1-16)
 VENV="$CACHE/cpu-$key"

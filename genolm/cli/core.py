@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from genolm.cli.options import add_overwrite_option
+from genolm.cli.options import add_overwrite_option, add_quiet_option, apply_quiet_option
 
 
 def convert_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -21,6 +21,7 @@ def convert_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     parser.add_argument("dst", help="destination folder (created)")
     parser.add_argument("--no-verify", action="store_true", help="skip the logits comparison")
     add_overwrite_option(parser, "DST")
+    add_quiet_option(parser)
     parser.set_defaults(func=run_convert)
     return parser
 
@@ -37,9 +38,11 @@ def info_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
 def run_convert(args: argparse.Namespace) -> int:
     from genolm.convert import esm_to_genolm, genolm_to_esm
 
+    apply_quiet_option(args)
     convert = esm_to_genolm if args.direction == "esm-to-genolm" else genolm_to_esm
     model = convert(args.src, args.dst, verify=not args.no_verify, overwrite=args.overwrite)
-    print(f"wrote {type(model).__name__} to {args.dst}")
+    if not args.quiet:
+        print(f"wrote {type(model).__name__} to {args.dst}")
     return 0
 
 

@@ -46,7 +46,8 @@ def prepare_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
         description="Cut the genomes of MANIFEST (or one FASTA / folder / accession) into tokenised windows "
         "and write them to OUT_DIR/<split>/<species>/part-*.parquet with genolm_shards.json. Windows are "
         "max-tokens tokens plus <cls>; coordinates are 0-based half-open. genolm.data.genome_dataset(OUT_DIR, "
-        "tokenizer) streams them back.",
+        "tokenizer) streams them back; `python recipes/pretrain.py --sources OUT_DIR --max_tokens MAX_TOKENS` "
+        "pretrains on them. A split that comes out empty or smaller than a batch is warned about.",
     )
     parser.add_argument("manifest", help="manifest TSV/YAML, FASTA file, folder or NCBI accession")
     parser.add_argument("out_dir", help="output folder")
@@ -68,7 +69,13 @@ def prepare_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     parser.add_argument("--softmask", action="store_true", help="store the per-token soft-mask fraction")
     parser.add_argument("--shuffle", action="store_true", help="shuffle blocks and windows (seeded)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--block-size", type=int, default=1_000_000, help="bases per block (default: 1000000)")
+    parser.add_argument(
+        "--block-size",
+        type=int,
+        default=None,
+        help="bases per block, the unit of the held-out splits (default: 1000000, halved down to one window "
+        "until every split of every genome gets data)",
+    )
     parser.add_argument("--num-shards", type=int, default=defaults.PREPARE_NUM_SHARDS,
                         help=f"files per genome and split (default: {defaults.PREPARE_NUM_SHARDS})")
     parser.add_argument("--exclude", default=None, help="regular expression of sequence ids to skip")
@@ -135,6 +142,7 @@ def make_task_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--format", dest="file_format", choices=["parquet", "csv"], default="parquet")
     add_overwrite_option(parser, "OUT")
+    add_quiet_option(parser)
     parser.set_defaults(func=run_make_task)
     return parser
 
@@ -228,5 +236,6 @@ def run_make_task(args: argparse.Namespace) -> int:
         block_size=args.block_size,
         seed=args.seed,
     )
-    print(json.dumps(info["counts"], indent=2))
+    if not args.quiet:
+        print(json.dumps(info["counts"], indent=2))
     return 0

@@ -9,7 +9,14 @@ from __future__ import annotations
 import argparse
 
 from genolm import defaults
-from genolm.cli.options import add_overwrite_option, add_runtime_options, apply_runtime_options, comma_list
+from genolm.cli.options import (
+    add_overwrite_option,
+    add_quiet_option,
+    add_runtime_options,
+    apply_quiet_option,
+    apply_runtime_options,
+    comma_list,
+)
 
 
 def embed_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -78,6 +85,7 @@ def publish_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     publish.add_argument("--training-config", default=None, help="YAML/JSON training configuration to report")
     publish.add_argument("--metrics", default=None, help="JSON evaluation results to report")
     add_overwrite_option(publish, "OUT_DIR")
+    add_quiet_option(publish)
     publish.set_defaults(func=run_publish)
     return publish
 
@@ -107,6 +115,7 @@ def run_embed(args: argparse.Namespace) -> int:
 def run_publish(args: argparse.Namespace) -> int:
     from genolm.publish import publish
 
+    apply_quiet_option(args)
     out = publish(
         args.checkpoint,
         args.out_dir,
@@ -122,5 +131,6 @@ def run_publish(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     where = f" and pushed it to {args.repo_id}" if args.push else ""
-    print(f"wrote {out}{where}")
+    if not args.quiet:
+        print(f"wrote {out}{where}")
     return 0

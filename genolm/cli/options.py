@@ -78,10 +78,22 @@ def apply_runtime_options(args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+    apply_quiet_option(args)
+
+
+def apply_quiet_option(args: argparse.Namespace) -> None:
+    """``--quiet``: no Hugging Face progress bars (loading and writing weights). Imports transformers when set."""
     if args.quiet:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
 
 
-__all__ = ["add_overwrite_option", "add_quiet_option", "add_runtime_options", "apply_runtime_options", "comma_list"]
+__all__ = [
+    "add_overwrite_option",
+    "add_quiet_option",
+    "add_runtime_options",
+    "apply_quiet_option",
+    "apply_runtime_options",
+    "comma_list",
+]

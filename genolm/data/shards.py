@@ -28,13 +28,14 @@ from typing import Any
 import numpy as np
 
 from genolm import defaults
-from genolm.data.sources import resolve_source
+from genolm.data.sources import GenomeFile, resolve_source
 from genolm.data.windows import (
     SPLITS,
     TokenGeometry,
     WindowOptions,
     _seed_sequence,
     _shard_rows,
+    _wanted,
     as_entries,
     mix,
     plan_shards,
@@ -157,6 +158,52 @@ def _write_shard(job: dict) -> dict:
     return {"path": str(job["path"]), "rows": n_rows, "tokens": n_tokens}
 
 
+def _block_counts(
+    resolved: list[tuple[GenomeFile, ...]], species: list[str], options: WindowOptions, splits: tuple[str, ...]
+) -> list[dict[str, int]]:
+    """Blocks per split of each genome (indexed files only; streamed files are not planned ahead)."""
+    counts = []
+    for files, name in zip(resolved, species, strict=True):
+        per_split = dict.fromkeys(splits, 0)
+        for split in splits:
+            split_options = WindowOptions(**{**asdict(options), "split": split})
+            for genome_file in files:
+                if genome_file.indexed:
+                    for record in genome_file.open_indexed().records:
+                        per_split[split] += sum(
+                            _wanted(name, record.name, block_index, split_options)
+                            for block_index in range(-(-record.length // options.block_size))
+                        )
+        counts.append(per_split)
+    return counts
+
+
+def choose_block_size(
+    resolved: list[tuple[GenomeFile, ...]],
+    species: list[str],
+    options: WindowOptions,
+    splits: tuple[str, ...],
+    window_bases: int,
+) -> int:
+    """The largest block size, from ``options.block_size`` halving down to one full window (``window_bases``),
+    at which every genome has at least one block in every requested split with a non-zero fraction.
+
+    Small genomes (a chloroplast, a 1 Mb test excerpt) have only a few 1 Mb blocks, so the stable hash rule
+    would leave their validation split empty; smaller blocks give it data. Returns ``options.block_size``
+    when no smaller block helps.
+    """
+    fractions = {"train": 1.0, "validation": options.validation_fraction, "test": options.test_fraction}
+    needed = tuple(split for split in splits if fractions[split] > 0)
+    block_size = options.block_size
+    while True:
+        trial = WindowOptions(**{**asdict(options), "block_size": block_size})
+        if all(all(c[split] for split in needed) for c in _block_counts(resolved, species, trial, needed)):
+            return block_size
+        if block_size // 2 < window_bases:
+            return options.block_size
+        block_size //= 2
+
+
 def prepare_shards(
     sources: Any,
     out_dir: str | Path,
@@ -173,6 +220,7 @@ def prepare_shards(
     overwrite: bool = False,
     ncbi_url: str | None = None,
     cache_dir: str | Path | None = None,
+    block_size: int | None = None,
     **window_options: Any,
 ) -> dict[str, Any]:
     """Tokenise genomes into Parquet/Arrow shards that :func:`genolm.data.genome_dataset` streams back.
@@ -187,8 +235,10 @@ def prepare_shards(
         num_proc: worker processes (shards are written in parallel).
         rows_per_group: rows per Parquet row group / Arrow record batch.
         progress: show a progress bar.
+        block_size: bases per block (the unit of the held-out splits); default: 1 Mb, halved down to one window
+            until every split of every genome gets data (:func:`choose_block_size`).
         **window_options: further :class:`WindowOptions` fields (``reverse_complement``, ``shuffle``,
-            ``seed``, ``softmask``, ``validation_fraction``, ``block_size``, ...).
+            ``seed``, ``softmask``, ``validation_fraction``, ...).
 
     Returns:
         The metadata written to ``genolm_shards.json`` (rows and tokens per split and genome).
@@ -207,7 +257,13 @@ def prepare_shards(
     )
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise GenomeDataError(f"{out_dir}: output folder is not empty (pass overwrite=True / --overwrite)")
-    base = WindowOptions(max_tokens=max_tokens, stride=stride, num_shards=num_shards, **window_options)
+    base = WindowOptions(
+        max_tokens=max_tokens,
+        stride=stride,
+        num_shards=num_shards,
+        block_size=block_size or WindowOptions.block_size,
+        **window_options,
+    )
     entries = as_entries(sources)
     jobs = []
     metadata: dict[str, Any] = {
@@ -226,6 +282,14 @@ def prepare_shards(
     resolved = [
         tuple(resolve_source(entry.source, entry.species, ncbi_url=ncbi_url, cache_dir=cache_dir)) for entry in entries
     ]
+    if block_size is None:
+        chosen = choose_block_size(
+            resolved, [e.species for e in entries], base, splits, max_tokens * int(tokenizer.k)
+        )
+        if chosen != base.block_size:
+            logger.info("block_size %d bases, so that every split of every genome gets data", chosen)
+            base = WindowOptions(**{**asdict(base), "block_size": chosen})
+        metadata["options"] = {k: v for k, v in asdict(base).items() if k != "split"}
     for split in splits:
         options = WindowOptions(**{**asdict(base), "split": split})
         split_meta: dict[str, Any] = {}
@@ -281,7 +345,31 @@ def prepare_shards(
                 meta["tokens"] = meta.get("tokens", 0) + result["tokens"]
         with open(work / METADATA_FILE, "w", encoding="utf-8") as fh:
             json.dump(metadata, fh, indent=2)
+    warn_small_splits(metadata)
     return metadata
+
+
+def warn_small_splits(metadata: dict[str, Any], batch_rows: int = defaults.SMALL_SPLIT_ROWS) -> list[str]:
+    """Log a warning, naming the fix, for each genome whose split is empty or holds fewer than ``batch_rows``
+    windows (less than one batch); returns the warnings."""
+    options = metadata["options"]
+    messages = []
+    for split, genomes in metadata["splits"].items():
+        for key, meta in genomes.items():
+            rows = meta.get("rows", 0)
+            if rows >= batch_rows:
+                continue
+            fix = (
+                "a larger --validation-fraction / --test-fraction, or a smaller --block-size "
+                f"(now {options['block_size']} bases)"
+                if split != "train"
+                else "smaller fractions held out, or a larger genome"
+            )
+            state = "is empty" if rows == 0 else f"has only {rows} windows (fewer than one batch of {batch_rows})"
+            messages.append(f"split {split!r} of {key!r} {state}; use {fix}")
+    for message in messages:
+        logger.warning(message)
+    return messages
 
 
 def read_shard_metadata(path: str | Path) -> dict[str, Any]:

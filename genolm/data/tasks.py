@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import defaults
 from ..errors import ConfigError, InputDataError
 from ..genome import GFF3, Region, Transcript, read_records, reverse_complement
 from ..genome.gff3 import MIN_INTRON_LENGTH
@@ -631,23 +632,70 @@ def build_task(
             for seq_id, items in loci.items()
         }
         loci = {k: v for k, v in loci.items() if v}
-    table["split"] = assign_splits(
-        table,
-        loci,
+    split_options = dict(
         test_chromosomes=test_chromosomes,
         validation_chromosomes=validation_chromosomes,
         test_regions=test_regions,
         validation_regions=validation_regions,
         test_fraction=test_fraction,
         validation_fraction=validation_fraction,
-        block_size=10 * length if block_size is None else block_size,
         seed=seed,
     )
+    if block_size is None:
+        block_size = default_block_size(table, loci, length, **split_options)
+    table["split"] = assign_splits(table, loci, block_size=block_size, **split_options)
     dropped = int(table["split"].isna().sum())
     if dropped:
         logger.info("dropped %d windows that cross a split boundary", dropped)
     table = table[table["split"].notna()].sort_values(["split", "seq_id", "start", "strand"], kind="stable")
     return table.reset_index(drop=True)
+
+
+def default_block_size(rows: pd.DataFrame, loci: dict[str, list[tuple[int, int, str]]], window: int, **split_options) -> int:
+    """The largest held-out block span, from 10 windows down to one, that gives every split with a non-zero
+    share at least one row while train stays the largest split; 10 windows when none does.
+
+    On a small annotation (a few genes of a 1 Mb excerpt) blocks of 10 windows are too few to deal one to
+    each split, and validation and test would come out empty.
+    """
+    wanted = ["train"] + [
+        name for name in ("test", "validation") if split_options[f"{name}_fraction"] > 0
+    ]
+    for windows in (10, 5, 3, 2, 1):
+        sizes = assign_splits(rows, loci, block_size=windows * window, **split_options).value_counts()
+        if all(sizes.get(name, 0) > 0 for name in wanted) and sizes["train"] == sizes.max():
+            return windows * window
+    return 10 * window
+
+
+def small_split_warnings(
+    task: str, counts: dict[str, dict[str, int]], options: dict[str, Any], batch_rows: int
+) -> list[str]:
+    """One message per split that is empty or smaller than one batch of ``batch_rows``, naming the fix."""
+    messages = []
+    for split, count in counts.items():
+        rows = count["rows"]
+        if rows >= batch_rows or (split != "train" and not _holds_out(split, options)):
+            continue
+        state = "is empty" if rows == 0 else f"has only {rows} rows (fewer than one batch of {batch_rows})"
+        fix = (
+            "more annotated genes (a larger genome or GFF3)"
+            + (", a smaller --window" if task != "promoters" else "")
+            + (", a larger --" + split + "-fraction or held-out --" + split + "-regions" if split != "train" else "")
+        )
+        messages.append(f"split {split!r} {state}; use {fix}")
+    return messages
+
+
+def _holds_out(split: str, options: dict[str, Any]) -> bool:
+    if options.get(f"{split}_chromosomes") or options.get(f"{split}_regions"):
+        return True
+    if options.get("test_chromosomes") or options.get("test_regions") or options.get(
+        "validation_chromosomes"
+    ) or options.get("validation_regions"):
+        return False
+    default = {"test": 0.2, "validation": 0.1}[split]
+    return options.get(f"{split}_fraction", default) > 0
 
 
 def task_schema(task: str) -> list[str]:
@@ -695,6 +743,8 @@ def make_task(
     table = build_task(fasta, gff3, task, **options)
     with atomic_folder(out_dir, overwrite=overwrite) as tmp:
         info = _write_task(table, tmp, fasta, gff3, task, file_format, options)
+    for message in small_split_warnings(task, info["counts"], options, defaults.SMALL_SPLIT_ROWS):
+        logger.warning("%s: %s", out_dir, message)
     return info
 
 

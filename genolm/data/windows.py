@@ -466,6 +466,15 @@ def genome_dataset(
             "block_size=%d bases is shorter than a full window (%d tokens x %d bases): windows never cross "
             "blocks, so none will be full", block_size, max_tokens, int(tokenizer.k),
         )
+    if isinstance(sources, Sequence) and not isinstance(sources, str):
+        folders = [s for s in sources if isinstance(s, (str, Path)) and is_shard_dir(s)]
+        if folders and len(sources) > 1:
+            raise ConfigError(
+                f"{folders[0]} is a shard folder (genolm data prepare); it must be the only source, "
+                f"got {len(sources)} sources"
+            )
+        if folders:  # a recipe's `sources: [SHARDS_DIR]`
+            sources = folders[0]
     if isinstance(sources, (str, Path)) and is_shard_dir(sources):
         return load_shards(sources, tokenizer, options, stopping_strategy=stopping_strategy)
     entries = as_entries(sources)

@@ -28,6 +28,7 @@ from .data import (
     load_records,
     read_table,
     split_validation,
+    task_class_names,
     window_starts,
 )
 from .evaluation import WindowOutputs, pool_windows, predict, score, stitch_nucleotides
@@ -65,6 +66,7 @@ __all__ = [
     "resolve_checkpoint",
     "score",
     "split_validation",
+    "task_class_names",
     "stitch_nucleotides",
     "window_starts",
 ]

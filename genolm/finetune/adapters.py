@@ -20,6 +20,7 @@ the weights and checks that outputs did not change, so the result saves as a pla
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import torch
@@ -103,7 +104,10 @@ def apply_peft(model: torch.nn.Module, config: Any) -> Any:
     """Wrap ``model`` with adapters; only adapter and head parameters stay trainable."""
     from peft import get_peft_model
 
-    peft_model = get_peft_model(model, config)
+    with warnings.catch_warnings():
+        # PEFT asks transformers' deprecated alias `is_gradient_checkpointing` (a FutureWarning on every run)
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        peft_model = get_peft_model(model, config)
     trainable, total = count_parameters(peft_model)
     logger.info(
         "%s: %d trainable of %d parameters (%.3f%%)",

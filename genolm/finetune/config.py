@@ -58,7 +58,8 @@ class FinetuneConfig:
         "regression; a 'labels' cell may hold a list",
     )
     class_names: list[str] | None = option(
-        None, "names of classes 0..C-1 (integer labels) or the order of named classes; saved as id2label"
+        None, "names of classes 0..C-1 (integer labels) or the order of named classes; saved as id2label "
+        "(default: label_names of the task.json beside train, as written by genolm data make-task)"
     )
     validation_fraction: float = option(0.1, "share of train held out for validation when none is given")
     max_train_samples: int | None = option(None, "use the first N training records (quick runs)")

@@ -702,6 +702,31 @@ class Collator:
         return batch
 
 
+def task_class_names(train: str | Path, task: str, class_names: Sequence[str] | None) -> list[str] | None:
+    """The class names to train with: ``class_names`` if given, else the ``label_names`` of the ``task.json``
+    that ``genolm data make-task`` wrote beside ``train``.
+
+    Raises :class:`ConfigError` when both exist and differ (the labels in the files follow ``task.json``).
+    """
+    if task not in ("classification", "token_classification"):
+        return list(class_names) if class_names else None
+    info_file = Path(train).parent / "task.json"
+    names = None
+    if info_file.is_file():
+        try:
+            info = json.loads(info_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise InputDataError(f"{info_file}: cannot read the task description: {err}") from None
+        if Path(train).name in info.get("files", {}).values():
+            names = info.get("label_names")
+    if names and class_names and list(class_names) != list(names):
+        raise ConfigError(
+            f"class_names {list(class_names)} differ from label_names {names} in {info_file}; "
+            "drop class_names to use the task's names"
+        )
+    return list(class_names or names or []) or None
+
+
 __all__ = [
     "Collator",
     "EncodedDataset",
@@ -714,5 +739,6 @@ __all__ = [
     "load_records",
     "read_table",
     "split_validation",
+    "task_class_names",
     "window_starts",
 ]

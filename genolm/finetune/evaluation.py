@@ -4,10 +4,10 @@ The flow is ``predict`` (model outputs per window) -> ``pool_records`` (one row 
 for token classification) -> ``score`` (metrics and a predictions table). Predictions tables hold everything
 the metrics are computed from, so they can be re-scored independently:
 
-- classification: ``id, label, pred, prob_0 .. prob_{C-1}``
+- classification: ``id, label, pred, prob_0 .. prob_{C-1}, label_name, pred_name``
 - regression: ``id, label, pred`` (one output) or ``id, label_0.., pred_0..``
 - multilabel: ``id, label_0 .., prob_0 ..``
-- token_classification: ``id, position`` (0-based in the record) ``, label`` (-100 = none) ``, pred, prob_0 ..``
+- token_classification: ``id, position`` (0-based in the record) ``, label`` (-100 = none) ``, pred, prob_0 .., label_name, pred_name``
 """
 
 from __future__ import annotations
@@ -20,7 +20,13 @@ import pandas as pd
 import torch
 
 from .data import IGNORE_INDEX, EncodedSplit, LabelSpec
-from .metrics import classification_metrics, multilabel_metrics, regression_metrics
+from .metrics import (
+    classification_metrics,
+    confusion_matrix,
+    f1_per_class,
+    multilabel_metrics,
+    regression_metrics,
+)
 
 
 @dataclass
@@ -182,8 +188,22 @@ def score(
                 table[f"prob_{j}"] = prob[:, j]
             metrics = multilabel_metrics(labels, prob)
         metrics["n"] = split.n_records
+    if task in ("classification", "token_classification"):
+        _name_classes(metrics, table, spec.names)
     metrics["loss"] = outputs.loss
     return metrics, table
+
+
+def _name_classes(metrics: dict[str, Any], table: pd.DataFrame, names: list[str]) -> None:
+    """Add the class names: ``label_name``/``pred_name`` columns and per-class F1 and support keyed by name."""
+    lookup = np.asarray([*names, "none"], dtype=object)  # index -1 (= IGNORE_INDEX rows): no label
+    label = table["label"].to_numpy()
+    table["label_name"] = lookup[np.where(label == IGNORE_INDEX, -1, label)]
+    table["pred_name"] = lookup[table["pred"].to_numpy()]
+    scored = label != IGNORE_INDEX
+    confusion = confusion_matrix(label[scored], table["pred"].to_numpy()[scored], len(names))
+    metrics["f1_per_class"] = dict(zip(names, map(float, f1_per_class(confusion)), strict=True))
+    metrics["support"] = dict(zip(names, map(int, confusion.sum(1)), strict=True))
 
 
 __all__ = ["WindowOutputs", "pool_windows", "predict", "score", "stitch_nucleotides"]

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..configuration_genolm import GenoLMConfig
 from ..errors import InputDataError
+from ..hub import local_model_folder
 from ..modeling_genolm import (
     GenoLMForSequenceClassification,
     GenoLMForTokenClassification,
@@ -35,22 +36,7 @@ def resolve_checkpoint(model: str, work_dir: str | Path) -> Path | None:
     """
     if model.startswith(PRESET_PREFIX):
         return None
-    path = Path(model)
-    if not path.exists():
-        if model.startswith((".", "/", "~")) or model.count("/") != 1:
-            raise InputDataError(f"model {model!r}: no such folder (and not a Hub id 'owner/name')")
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
-
-        try:
-            path = Path(snapshot_download(model))
-        except LocalEntryNotFoundError:
-            raise InputDataError(
-                f"model {model!r}: not in the local Hugging Face cache, and the Hub cannot be reached "
-                "(offline: HF_HUB_OFFLINE is set or there is no network); download it first or give a folder"
-            ) from None
-        except RepositoryNotFoundError:
-            raise InputDataError(f"model {model!r}: no such repository on the Hugging Face Hub") from None
+    path = local_model_folder(model)
     config_file = path / "config.json"
     if not config_file.exists():
         raise InputDataError(f"{path}: no config.json (is this a Hugging Face checkpoint folder?)")
@@ -125,7 +111,42 @@ def build_model(
     if checkpoint is None:
         config = GenoLMConfig.from_preset(model[len(PRESET_PREFIX) :], **overrides)
         return model_class(config)
-    return model_class.from_pretrained(checkpoint, ignore_mismatched_sizes=True, **overrides)
+    return load_with_new_head(model_class, checkpoint, **overrides)
+
+
+def load_with_new_head(model_class: type[GenoLMPreTrainedModel], checkpoint: Path, **overrides: Any):
+    """``model_class.from_pretrained(checkpoint)`` for a task head the checkpoint lacks.
+
+    transformers' coloured load-report table is replaced by one log line: the new head's weights (expected)
+    at INFO, encoder weights missing from the checkpoint or of another shape (a wrong checkpoint) as a warning.
+    """
+    from transformers.utils import logging as transformers_logging
+
+    previous = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        model, info = model_class.from_pretrained(
+            checkpoint, ignore_mismatched_sizes=True, output_loading_info=True, **overrides
+        )
+    finally:
+        transformers_logging.set_verbosity(previous)
+    head = ("classifier.", "score.")
+    missing = sorted(info.get("missing_keys") or [])
+    encoder_missing = [key for key in missing if not key.startswith(head)]
+    mismatched = [str(item[0] if isinstance(item, (tuple, list)) else item) for item in info.get("mismatched_keys") or []]
+    unused = sorted(info.get("unexpected_keys") or [])
+    logger.info(
+        "%s from %s: new head %s; %d checkpoint tensors not used (%s)",
+        model_class.__name__, checkpoint, ", ".join(k for k in missing if k.startswith(head)) or "none",
+        len(unused), ", ".join(unused[:3]) + (", ..." if len(unused) > 3 else ""),
+    )
+    if encoder_missing or mismatched:
+        logger.warning(
+            "%s: %s missing from the checkpoint%s (randomly initialised); is this the right checkpoint?",
+            checkpoint, ", ".join(encoder_missing[:5]) or "no tensor",
+            f"; other shapes: {', '.join(mismatched[:5])}" if mismatched else "",
+        )
+    return model
 
 
 __all__ = [
@@ -134,5 +155,6 @@ __all__ = [
     "head_overrides",
     "load_base_config",
     "load_tokenizer",
+    "load_with_new_head",
     "resolve_checkpoint",
 ]

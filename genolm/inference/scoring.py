@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputDataError
+from ..hub import local_model_folder, looks_like_hub_id
 from ..parallel.devices import resolve_device, resolve_dtype
 
 __all__ = [
@@ -89,7 +90,9 @@ def load_model(
         ]
         source = os.fspath(model)
         if not os.path.isdir(source):
-            raise InputDataError(f"{source}: checkpoint folder not found")
+            if not (looks_like_hub_id(source) and not os.path.exists(source)):
+                raise InputDataError(f"{source}: checkpoint folder not found")
+            source = os.fspath(local_model_folder(source))
         _check_architecture(source, task)
         check_nucleotide_checkpoint(source)
         target = resolve_device(device)

@@ -72,6 +72,7 @@ __all__ = [
     "SNV",
     "VariantScore",
     "VepReport",
+    "check_contigs",
     "check_variant",
     "naive_variant_score",
     "run_vep",
@@ -504,6 +505,43 @@ def validate_vcf(path: str | os.PathLike) -> VcfScan:
     return VcfScan(list(contigs), lines, info_keys, filters, symbolic)
 
 
+def _names(names: Sequence[str], most: int = 5) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > most else "")
+
+
+def check_contigs(vcf_contigs: Sequence[str], fasta_records: Sequence[str], vcf, fasta) -> list[str]:
+    """The VCF's record contigs that are not FASTA records (their records are skipped as ``unknown_contig``).
+
+    None of them in the FASTA is a wrong reference: :class:`InputDataError` naming both sets of names. Some
+    missing gives a warning on stderr.
+    """
+    known = set(fasta_records)
+    missing = [name for name in vcf_contigs if name not in known]
+    if vcf_contigs and len(missing) == len(vcf_contigs):
+        raise InputDataError(
+            f"{vcf}: no record's contig is a sequence of {fasta} (VCF contigs: {_names(missing)}; FASTA records: "
+            f"{_names(list(fasta_records))}); is this the reference the variants were called against?"
+        )
+    if missing:
+        print(
+            f"genolm vep: warning: {vcf}: contigs {_names(missing)} are not sequences of {fasta}; their records "
+            "are kept unscored (GENOLM_SKIP=unknown_contig)",
+            file=sys.stderr,
+        )
+    return missing
+
+
+def _index_vcf(path: Path) -> None:
+    """Write ``PATH.tbi`` beside a bgzipped VCF (a warning instead when its records are not sorted)."""
+    import pysam
+
+    try:
+        pysam.tabix_index(str(path), preset="vcf", force=True)
+    except (OSError, ValueError) as err:
+        print(f"genolm vep: warning: {path}: not indexed (records not sorted by position?): {err}", file=sys.stderr)
+
+
 def _vcf_mode(path: Path) -> str:
     name = path.name.lower()
     if name.endswith(".bcf"):
@@ -560,15 +598,10 @@ def run_vep(
          "--model": model if isinstance(model, (str, os.PathLike)) else None},
     )
     scan = validate_vcf(vcf) if not str(vcf).lower().endswith(".bcf") else None
-    model, tokenizer = load_model(model, tokenizer, "masked-lm", device, dtype, compile)
     genome = fasta if isinstance(fasta, Genome) else Genome(fasta)
-    if scan is not None and scan.contigs and not any(contig in genome for contig in scan.contigs):
-        # Records on a contig the FASTA lacks are skipped one by one; none at all means the wrong reference.
-        raise InputDataError(
-            f"{vcf}: none of its contigs ({_first_names(scan.contigs)}) is a sequence of the FASTA "
-            f"{genome.path} ({_first_names(list(genome.lengths))}); give the reference the VCF "
-            "was called against"
-        )
+    if scan is not None:  # before the model loads: a wrong reference is refused at once
+        check_contigs(scan.contigs, list(genome.lengths), vcf, genome.path)
+    model, tokenizer = load_model(model, tokenizer, "masked-lm", device, dtype, compile)
     window_tokens = _check_window(model, window_tokens)
     report = VepReport()
 
@@ -597,15 +630,12 @@ def run_vep(
                 )
         finally:
             reader.close()
+    if _vcf_mode(out) == "wz":
+        _index_vcf(out)
     report.seconds = time.perf_counter() - started
     if progress:
         print(f"genolm vep: {report.summary()}", file=sys.stderr)
     return report
-
-
-def _first_names(names: list[str], shown: int = 3) -> str:
-    more = f" and {len(names) - shown:,} more" if len(names) > shown else ""
-    return ", ".join(repr(name) for name in names[:shown]) + more
 
 
 def _score_and_write(
@@ -652,7 +682,7 @@ def _score_and_write(
                 rc=rc,
                 embedding_distance=embedding_distance,
                 batch_size=batch_size,
-                progress=progress,
+                progress=progress and sys.stderr.isatty(),  # a nested bar moves the cursor: terminals only
             )
             per_record: list[list[VariantScore]] = [[] for _ in chunk]
             for (r, _a), score in zip(owners, scores):

@@ -267,7 +267,7 @@ def _shard_model(model: nn.Module, mesh: Any) -> nn.Module:
     if checkpointing:
         # transformers' checkpointing calls torch.utils.checkpoint, which XLA cannot use; torch-xla's
         # checkpoint_module wraps each layer instead.
-        model.gradient_checkpointing_disable()
+        (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
 
     def wrap_layer(module: nn.Module, *args: Any, **kwargs: Any) -> nn.Module:
         if checkpointing:

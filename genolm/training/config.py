@@ -46,7 +46,11 @@ class PretrainConfig:
         False, "torch.compile each transformer layer (CPU/GPU; XLA compiles anyway). Costs compile time at start."
     )
     # --- data ---------------------------------------------------------------------------------
-    sources: list[Any] = _f([], "Genome sources (FASTA paths/URLs or manifest entries); empty = bundled example.")
+    sources: list[Any] = _f(
+        [],
+        "Genome sources (FASTA paths/URLs or manifest entries), or one `genolm data prepare` shard folder "
+        "(run with its max_tokens); empty = bundled example.",
+    )
     max_tokens: int = _f(1000, "Sequence tokens per window; the model sees max_tokens + 1 with <cls> (1000 = 6 kb).")
     stride: int | None = _f(None, "Tokens between window starts (None: non-overlapping windows).")
     data_options: dict[str, Any] = _f(
