@@ -38,6 +38,8 @@ SKIPPED: list[tuple[str, str]] = [
     ("gpu_fsdp.yaml", "needs GPUs"),
     ("--multi_gpu", "needs GPUs"),
     ("genolm data manifest", "downloads NCBI's assembly_summary.txt (network)"),
+    ("--sources shards/", "reads the shards the command before it writes; tests/test_workflows.py runs prepare -> "
+     "pretrain from shards"),
     ("benchmarks/", "a measurement taking minutes; run on its own"),
     ("agro-nucleotide-transformer-1b", "downloads the 1B AgroNT weights from the Hub (network; a GPU to train)"),
     ("finetune_agront_ia3.yaml", "starts from the 1B AgroNT weights on the Hub (network; a GPU to train)"),
