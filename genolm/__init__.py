@@ -56,13 +56,13 @@ def register_auto_classes() -> None:
     )
 
     from .configuration_genolm import GenoLMConfig
-    from .finetune.adapters import register_peft_defaults
     from .modeling_genolm import (
         GenoLMForMaskedLM,
         GenoLMForSequenceClassification,
         GenoLMForTokenClassification,
         GenoLMModel,
     )
+    from .peft_defaults import register_peft_defaults
     from .tokenization_genolm import GenoLMTokenizer
 
     AutoConfig.register("genolm", GenoLMConfig, exist_ok=True)

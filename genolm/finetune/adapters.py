@@ -10,8 +10,9 @@ genolm layer modules are named ``genolm.encoder.layers.N.attention.{query,key,va
   the feed-forward target is ``ffn.down`` (its input is the activation after GELU / SwiGLU); ``feedforward_modules``
   must be a subset of ``target_modules``.
 
-The same defaults are registered with peft for model type ``genolm`` (:func:`register_peft_defaults`, run by
-``import genolm``), so a bare ``LoraConfig(task_type="SEQ_CLS")`` or ``IA3Config()`` needs no module names.
+The same defaults are registered with peft for model type ``genolm``
+(:func:`genolm.peft_defaults.register_peft_defaults`, run once transformers is loaded after ``import genolm``),
+so a bare ``LoraConfig(task_type="SEQ_CLS")`` or ``IA3Config()`` needs no module names.
 
 The task head is trained in full (peft's ``modules_to_save``). :func:`merge_adapters` folds the adapters into
 the weights and checks that outputs did not change, so the result saves as a plain genolm checkpoint.
@@ -25,13 +26,10 @@ from typing import Any
 
 import torch
 
+from ..peft_defaults import DEFAULT_FEEDFORWARD_MODULES, DEFAULT_TARGET_MODULES, register_peft_defaults
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_TARGET_MODULES = {
-    "lora": ["query", "key", "value", "output", "up", "down"],
-    "ia3": ["key", "value", "down"],
-}
-DEFAULT_FEEDFORWARD_MODULES = ["down"]
 # The task head, trained in full. The sequence head is listed by its linear layers: peft's merge-and-unload
 # replaces a saved module by one with a ``weight``, which a composite head lacks. For the same reason the
 # adapters are made without a peft ``task_type`` (SEQ_CLS would add the whole ``classifier`` module).
@@ -43,25 +41,6 @@ HEAD_MODULES = {
 }
 # Largest output change accepted when merging adapters into the weights (fp32 rounding only).
 MERGE_TOLERANCE = 1e-4
-
-
-def register_peft_defaults() -> bool:
-    """Register genolm's default target modules with ``peft`` for model type ``genolm``, so that
-    ``get_peft_model(model, LoraConfig(task_type="SEQ_CLS"))`` works without ``target_modules``: LoRA on
-    query, key, value and the dense layers (attention output, both feed-forward projections); IA3 on key,
-    value and ``ffn.down`` (its feed-forward module, as AgroNT used it).
-
-    Uses peft's public model-type mappings; called by ``import genolm``. Returns False when peft is not
-    installed.
-    """
-    try:
-        from peft.utils import constants
-    except ImportError:
-        return False
-    constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.setdefault("genolm", DEFAULT_TARGET_MODULES["lora"])
-    constants.TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING.setdefault("genolm", DEFAULT_TARGET_MODULES["ia3"])
-    constants.TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING.setdefault("genolm", DEFAULT_FEEDFORWARD_MODULES)
-    return True
 
 
 def peft_config(
