@@ -262,7 +262,8 @@ def pretrain(cfg) -> dict[str, Any]:
             rt.backward(loss_sum * rt.gradient_replicas / step_weight)
             step_loss_sum = step_loss_sum + loss_sum.detach().float()
         grad_norm = rt.clip_grad_norm(model, cfg.max_grad_norm)
-        guard.update(step_loss_sum, grad_norm)  # on the device; read back at the next logging step or checkpoint
+        # on the device; read back at the next logging step or checkpoint (this process's share of the step loss)
+        guard.update(step_loss_sum / step_weight, grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
