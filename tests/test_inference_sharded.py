@@ -1,0 +1,155 @@
+"""Inference split over processes (``torchrun``, gloo) and resumed after a kill: parts, journal, merge."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from genolm.errors import OutputPathError, UserError
+from genolm.inference.distributed import (
+    Workers,
+    chunk_bounds,
+    concatenate,
+    file_fingerprint,
+    parts_folder,
+    run_in_chunks,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def torchrun(n: int, args: list[str], tmp_path: Path, env: dict | None = None, check: bool = True):
+    """Run ``python -m torch.distributed.run --nproc_per_node n ARGS`` (one thread per process)."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_port", "0",
+        "--rdzv_backend", "c10d", "--rdzv_endpoint", "localhost:0", *args,
+    ]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1",
+                   "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    result = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"torchrun failed ({result.returncode}):\n{result.stdout}\n{result.stderr[-4000:]}")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# run_in_chunks in one process
+# ----------------------------------------------------------------------------------------------------------
+def squares(out: Path, calls: list[int], fail_at: int | None = None, **kwargs) -> list[dict]:
+    def write_chunk(chunk: int, path: Path) -> dict:
+        calls.append(chunk)
+        if chunk == fail_at:
+            path.write_text("half")
+            raise RuntimeError(f"chunk {chunk} failed")
+        path.write_text("".join(f"{i}\t{i * i}\n" for i in range(*bounds[chunk])))
+        return {"rows": bounds[chunk][1] - bounds[chunk][0]}
+
+    bounds = chunk_bounds(23, 5)
+    return run_in_chunks(out, len(bounds), {"n": 23}, write_chunk, concatenate, **kwargs)
+
+
+EXPECTED = "".join(f"{i}\t{i * i}\n" for i in range(23))
+
+
+def test_chunks_merge_in_order_and_resume_skips_done_chunks(tmp_path):
+    out = tmp_path / "squares.tsv"
+    calls: list[int] = []
+    with pytest.raises(RuntimeError, match="chunk 3 failed"):
+        squares(out, calls, fail_at=3)
+    assert calls == [0, 1, 2, 3] and not out.exists()
+    folder = parts_folder(out)
+    assert sorted(p.name for p in folder.glob("part-*.json")) == [f"part-{i:08d}.json" for i in range(3)]
+    assert not [p for p in folder.iterdir() if p.name.startswith(".genolm-tmp")]  # the failed part is gone
+
+    # Without --resume the parts of the unfinished run are refused; with it only the missing chunks run.
+    with pytest.raises(OutputPathError, match="unfinished run.*--resume"):
+        squares(out, [])
+    # A part that no longer matches its marker is computed again.
+    (folder / f"part-00000001-{out.name}").write_text("5\t25\n")
+    calls = []
+    stats = squares(out, calls, resume=True)
+    assert calls == [1, 3, 4]
+    assert out.read_text() == EXPECTED
+    assert [s["rows"] for s in stats] == [5, 5, 5, 5, 3]
+    assert not folder.exists()
+
+
+def test_resume_refuses_another_fingerprint_and_overwrite_starts_over(tmp_path):
+    out = tmp_path / "squares.tsv"
+    with pytest.raises(RuntimeError):
+        squares(out, [], fail_at=2)
+
+    def write_chunk(chunk, path):
+        path.write_text(str(chunk))
+
+    with pytest.raises(UserError, match=r"journal.json records a run with other inputs or options \(n, n_chunks"):
+        run_in_chunks(out, 3, {"n": 15}, write_chunk, concatenate, resume=True)
+    with pytest.raises(ValueError, match="pass one"):
+        squares(out, [], resume=True, overwrite=True)
+    calls: list[int] = []
+    squares(out, calls, overwrite=True)
+    assert calls == [0, 1, 2, 3, 4] and out.read_text() == EXPECTED
+
+
+def test_file_fingerprint_changes_with_content(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text("x")
+    before = file_fingerprint(path)
+    path.write_text("xy")
+    assert file_fingerprint(path) != before and file_fingerprint(path)["size"] == 2
+    assert set(file_fingerprint(tmp_path)) == {"a.txt"}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# run_in_chunks over processes
+# ----------------------------------------------------------------------------------------------------------
+WORKER = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    from genolm.inference.distributed import chunk_bounds, concatenate, run_in_chunks, start_workers
+
+    out, fail_at = Path(sys.argv[1]), int(sys.argv[2])
+    workers = start_workers("cpu")
+    bounds = chunk_bounds(23, 5)
+
+    def write_chunk(chunk, path):
+        if chunk == fail_at:
+            raise RuntimeError(f"rank {workers.rank} chunk {chunk} failed")
+        path.write_text("".join(f"{i}\\t{i * i}\\n" for i in range(*bounds[chunk])))
+        return {"rank": workers.rank}
+
+    stats = run_in_chunks(out, len(bounds), {"n": 23}, write_chunk, concatenate, workers=workers,
+                          resume=bool(int(os.environ.get("RESUME", "0"))))
+    print("ranks", workers.rank, [s["rank"] for s in stats])
+    """
+)
+
+
+def test_two_processes_deal_chunks_and_a_failure_stops_both(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    out = tmp_path / "squares.tsv"
+    result = torchrun(2, [str(script), str(out), "3"], tmp_path, check=False)
+    assert result.returncode != 0
+    assert "rank 1 chunk 3 failed" in result.stderr
+    assert "WorkersStopped: stopped: 1 other process(es) failed" in result.stderr  # rank 0 stopped, no hang
+    assert not out.exists()
+    result = torchrun(2, [str(script), str(out), "-1"], tmp_path, env={"RESUME": "1"})
+    assert out.read_text() == EXPECTED
+    # Chunks 0-3 were done (0, 2 by rank 0; 1 by rank 1) except 3, which rank 0 now takes with chunk 4 going to 1.
+    assert "ranks 0 [0, 1, 0, 0, 1]" in result.stdout
+    assert not parts_folder(out).exists()
+
+
+def test_workers_default_is_one_process():
+    workers = Workers()
+    assert workers.is_main and workers.world == 1 and workers.count_failures(True) == 1
+    workers.barrier()
+    assert json.loads(json.dumps(chunk_bounds(10, 4))) == [[0, 4], [4, 8], [8, 10]]
