@@ -1,5 +1,8 @@
 """Inference commands: ``genolm vep``, ``genolm ism`` and ``genolm annotate``.
 
+Started under ``torchrun --nproc_per_node N -m genolm ...`` or ``accelerate launch --num_processes N -m
+genolm ...``, each command shares its chunks between the processes; ``--resume`` continues a killed run.
+
 Each parser only reads options and calls the library function of the same task (``run_vep``, ``run_ism``,
 ``run_annotate``), which notebooks and benchmarks call too.
 """
@@ -9,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from genolm import defaults
-from genolm.cli.options import add_runtime_options, apply_runtime_options
+from genolm.cli.options import add_resume_options, add_runtime_options, apply_runtime_options
 
 WINDOW_HELP = (
     "tokens per window, <cls> excluded (default: the model's maximum, e.g. 1023 tokens = 6,138 bp for 6-mers); "
@@ -36,7 +39,8 @@ def vep_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     vep.add_argument(
         "--out",
         required=True,
-        help="output .vcf, .vcf.gz, .bcf (input records + INFO fields) or .tsv (one row per ALT allele, pos 1-based)",
+        help="output .vcf, .vcf.gz (bgzip + tabix index), .bcf (input records + INFO fields), .tsv (one row per ALT "
+        "allele, pos 1-based) or .parquet (the same rows, typed)",
     )
     vep.add_argument("--rc", action="store_true", help="average with the reverse-complement strand")
     vep.add_argument(
@@ -46,9 +50,13 @@ def vep_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     vep.add_argument("--window-tokens", type=int, default=None, help=WINDOW_HELP)
     vep.add_argument(
-        "--chunk-records", type=int, default=10_000, help="records scored at a time (default 10000)"
+        "--chunk-records",
+        type=int,
+        default=10_000,
+        help="records scored at a time: the unit shared between processes and of --resume (default 10000)",
     )
     add_runtime_options(vep, defaults.VEP_BATCH_SIZE)
+    add_resume_options(vep)
     vep.set_defaults(func=run_vep)
     return vep
 
@@ -144,6 +152,8 @@ def run_vep(args: argparse.Namespace) -> int:
         compile=args.compile,
         chunk_records=args.chunk_records,
         progress=not args.quiet,
+        resume=args.resume,
+        overwrite=args.overwrite,
     )
     return 0
 
