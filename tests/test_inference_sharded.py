@@ -245,3 +245,61 @@ def test_vep_two_processes_write_the_outputs_of_one(tiny_mlm_dir, shared_data, t
         chrom, pos, vid, ref, alt, llr, emb, skip = line.split("\t")
         assert (row["chrom"], row["pos"], row["id"], row["ref"], row["alt"]) == (chrom, int(pos), vid, ref, alt)
         assert row["llr"] == (float(llr) if llr else None) and row["skip"] == (skip or None)
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes under ``pid`` (from /proc), children first."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, queue = [], [pid]
+    while queue:
+        children = parents.get(queue.pop(), [])
+        found += children
+        queue += children
+    return found
+
+
+def test_vep_killed_and_resumed_equals_an_uninterrupted_run(tiny_mlm_dir, shared_data, tmp_path, capsys):
+    """SIGKILL a 2-process run once some chunks are done; a resume with other options is refused; resuming
+    with 1 process gives the bytes of an uninterrupted run."""
+    import signal
+    import time
+
+    from genolm.cli import main
+    from genolm.errors import run_reporting_user_errors
+
+    fasta = shared_data / CHR5
+    vcf = snv_vcf(tmp_path / "snvs.vcf", fasta, 400)
+    out = tmp_path / "killed.vcf.gz"
+    script = tmp_path / "vep_worker.py"
+    script.write_text(VEP_WORKER)
+    job = vep_argv(tiny_mlm_dir, fasta, vcf, out, "--chunk-records", "10")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--rdzv_backend", "c10d",
+               "--rdzv_endpoint", "localhost:0", str(script), json.dumps([job])]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}
+    run = subprocess.Popen(command, cwd=tmp_path, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    parts = parts_folder(out)
+    deadline = time.monotonic() + 120
+    while len(list(parts.glob("part-*.json"))) < 6 and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid in [*descendants(run.pid), run.pid]:  # torchrun's workers run in sessions of their own
+        os.kill(pid, signal.SIGKILL)
+    run.wait()
+    done = len(list(parts.glob("part-*.json")))
+    assert 6 <= done < 40, f"{done} chunks done when killed; stderr: {run.stderr.read().decode()[-2000:]}"
+    assert not out.exists()
+
+    resume = vep_argv(tiny_mlm_dir, fasta, vcf, out, "--chunk-records", "10", "--resume")
+    other = [*resume[:-1], "--rc", "--resume"]
+    assert run_reporting_user_errors("genolm", lambda: main(other)) == 2
+    assert "records a run with other inputs or options (options differ)" in capsys.readouterr().err
+    assert main(resume) == 0 and not parts.exists()
+    whole = tmp_path / "whole.vcf.gz"
+    assert main(vep_argv(tiny_mlm_dir, fasta, vcf, whole, "--chunk-records", "10")) == 0
+    assert out.read_bytes() == whole.read_bytes()
