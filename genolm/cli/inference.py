@@ -87,7 +87,14 @@ def ism_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="score with the direct loop (mutate, re-tokenise, mask, score: 3 forward passes per base), for checking",
     )
     ism.add_argument("--window-tokens", type=int, default=None, help=WINDOW_HELP)
+    ism.add_argument(
+        "--chunk-bases",
+        type=int,
+        default=6_000,
+        help="bases scored at a time: the unit shared between processes and of --resume (default 6000)",
+    )
     add_runtime_options(ism, defaults.ISM_BATCH_SIZE)
+    add_resume_options(ism)
     ism.set_defaults(func=run_ism)
     return ism
 
@@ -176,7 +183,10 @@ def run_ism(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         compile=args.compile,
+        chunk_bases=args.chunk_bases,
         progress=not args.quiet,
+        resume=args.resume,
+        overwrite=args.overwrite,
     )
     return 0
 
