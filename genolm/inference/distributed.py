@@ -10,7 +10,8 @@ One process (a plain ``genolm vep``) runs the same code with a world of one.
 modification times, model, options, chunking), ``part-NNNNNNNN-NAME`` (chunk ``N``, written under a temporary
 name and renamed when complete) and ``part-NNNNNNNN.json`` (its marker: size, sha256 and the chunk's counts,
 written after the part). A chunk is done when its marker exists and the part matches it. The folder is removed
-once the output is in place. It must be on a file system every process sees (hosts share it).
+once the output is in place, and after a failure that left no finished chunk (nothing to resume). It must be
+on a file system every process sees (hosts share it).
 
 **Which process does what.** The chunks not yet done are dealt round-robin: the ``j``-th of them goes to rank
 ``j % world``. Resuming with another number of processes works: chunks are fixed, only the dealing changes.
@@ -23,8 +24,13 @@ so two runs cannot share it.
 **Failures.** After every round of chunks (one chunk per process) the processes add up a failure flag (a gloo
 all-reduce of two integers): a process whose chunk raised re-raises its error, the others stop with one line
 pointing at it, so no process waits for a dead one. Every wait is bounded by the group's timeout
-(``GENOLM_WORKERS_TIMEOUT``, seconds, default two hours). A process killed outright is caught by the
-launcher (``torchrun`` stops the others).
+(``GENOLM_WORKERS_TIMEOUT``, seconds, default two hours; a chunk must take less). A process killed outright
+is caught by the launcher (``torchrun`` stops the others). The rounds keep the processes in step, so chunks
+should cost about the same (a process with a cheap chunk waits for the others at the end of the round).
+
+**Same bytes.** A chunk's result depends on the chunk only (its batches are cut inside it), so the output is
+the same whatever the number of processes, and a resumed run equals an uninterrupted one given the same
+options; ``batch_size`` is not part of the fingerprint, and another one may change scores in the last bits.
 """
 
 from __future__ import annotations
