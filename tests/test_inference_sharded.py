@@ -136,10 +136,21 @@ def test_two_processes_deal_chunks_and_a_failure_stops_both(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     out = tmp_path / "squares.tsv"
-    result = torchrun(2, [str(script), str(out), "3"], tmp_path, check=False)
-    assert result.returncode != 0
-    assert "rank 1 chunk 3 failed" in result.stderr
-    assert "WorkersStopped: stopped: 1 other process(es) failed" in result.stderr  # rank 0 stopped, no hang
+    # Two processes started by hand (as on two hosts): no launcher stops rank 0 when rank 1 fails.
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT), "WORLD_SIZE": "2",
+           "MASTER_ADDR": "localhost", "MASTER_PORT": str(port), "GENOLM_WORKERS_TIMEOUT": "120"}
+    ranks = [subprocess.Popen([sys.executable, str(script), str(out), "3"], cwd=tmp_path, text=True,
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stderr=subprocess.PIPE)
+             for r in (0, 1)]
+    errors = [rank.communicate(timeout=300)[1] for rank in ranks]
+    assert [rank.returncode for rank in ranks] == [1, 1]
+    assert "WorkersStopped: stopped: 1 other process(es) failed" in errors[0]  # rank 0 stopped, no hang
+    assert "RuntimeError: rank 1 chunk 3 failed" in errors[1]
     assert not out.exists()
     result = torchrun(2, [str(script), str(out), "-1"], tmp_path, env={"RESUME": "1"})
     assert out.read_text() == EXPECTED
