@@ -101,20 +101,20 @@ def result_of(command: list[str], env: dict) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def gpu_variants_per_s(work: Path, n: int) -> float:
+def gpu_variants_per_s(work: Path, n: int, preset: str = "agront-1b", device: str = "cuda") -> float:
+    """variants/s of one process scoring ``n`` SNVs at the model's full context in bfloat16 (after a warm-up)."""
     import torch
 
     from genolm import GenoLMConfig, GenoLMForMaskedLM, GenoLMTokenizer
     from genolm.inference import run_vep
 
     torch.manual_seed(0)
-    model = GenoLMForMaskedLM(GenoLMConfig.from_preset("agront-1b")).to("cuda", torch.bfloat16).eval()
+    model = GenoLMForMaskedLM(GenoLMConfig.from_preset(preset)).to(device, torch.bfloat16).eval()
     vcf = snv_vcf(work / "gpu.vcf", n, seed=1)
     tokenizer = GenoLMTokenizer()
     run_vep(model, FASTA, snv_vcf(work / "warm.vcf", 64, seed=2), work / "warm.tsv", tokenizer=tokenizer,
-            device="cuda", dtype="bfloat16", progress=False)  # warm-up: kernels, allocator
-    torch.cuda.synchronize()
-    report = run_vep(model, FASTA, vcf, work / "gpu.tsv", tokenizer=tokenizer, device="cuda", dtype="bfloat16",
+            device=device, dtype="bfloat16", progress=False)  # warm-up: kernels, allocator
+    report = run_vep(model, FASTA, vcf, work / "gpu.tsv", tokenizer=tokenizer, device=device, dtype="bfloat16",
                      progress=False)
     return report.records / report.seconds
 
