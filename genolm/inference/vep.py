@@ -29,6 +29,7 @@ Coordinates: VCF ``POS`` is 1-based; genolm's Python API (:class:`SNV`) is 0-bas
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -611,7 +612,8 @@ def run_vep(
     scan = validate_vcf(vcf) if not str(vcf).lower().endswith(".bcf") else None
     genome = fasta if isinstance(fasta, Genome) else Genome(fasta)
     if scan is not None:  # before the model loads: a wrong reference is refused at once
-        check_contigs(scan.contigs, list(genome.lengths), vcf, genome.path)
+        with contextlib.redirect_stderr(sys.stderr if workers.is_main else io.StringIO()):  # warn once
+            check_contigs(scan.contigs, list(genome.lengths), vcf, genome.path)
     fingerprint = {
         "command": "vep",
         "vcf": file_fingerprint(vcf),
