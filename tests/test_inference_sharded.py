@@ -302,8 +302,10 @@ def test_vep_killed_and_resumed_equals_an_uninterrupted_run(tiny_mlm_dir, shared
     for pid in [*descendants(run.pid), run.pid]:  # torchrun's workers run in sessions of their own
         os.kill(pid, signal.SIGKILL)
     run.wait()
+    with run.stderr:
+        stderr = run.stderr.read().decode()
     done = len(list(parts.glob("part-*.json")))
-    assert 6 <= done < 40, f"{done} chunks done when killed; stderr: {run.stderr.read().decode()[-2000:]}"
+    assert 6 <= done < 40, f"{done} chunks done when killed; stderr: {stderr[-2000:]}"
     assert not out.exists()
 
     resume = vep_argv(tiny_mlm_dir, fasta, vcf, out, "--chunk-records", "10", "--resume")
