@@ -52,7 +52,7 @@ TOP_POSITIONS = 5  # most sensitive positions listed per feature in the summary
 PARQUET_COLUMNS = ("feature_id", "chrom", "strand", "pos", "rel_pos", "ref", "alt", "score")
 SUMMARY_COLUMNS = (
     "feature_id", "chrom", "start", "end", "strand", "tss", "clipped_upstream", "clipped_downstream",
-    "n_substitutions", "mean_abs_score", "max_abs_score", "top_pos", "top_rel_pos", "plot",
+    "n_substitutions", "mean_abs_score", "max_abs_score", "top_pos", "top_rel_pos", "heatmap",
 )  # fmt: skip
 
 
@@ -310,7 +310,7 @@ def _summary_rows(table, promoters: Sequence[Promoter]) -> list[dict]:
             "strand": p.strand, "tss": p.tss + 1, "clipped_upstream": p.clipped_upstream,
             "clipped_downstream": p.clipped_downstream, "n_substitutions": n,
             "mean_abs_score": float("nan"), "max_abs_score": float("nan"), "top_pos": "", "top_rel_pos": "",
-            "plot": "",
+            "heatmap": "",
         }  # fmt: skip
         if n:
             magnitude = group.score.abs()
@@ -393,7 +393,7 @@ def merge_promoter_parts(
                     f"{p.tss + 1:,}: log P(alt) - log P(ref)"
                 )
                 plot_ism(_ism_result_of(part.to_pandas(), p, genome), folder / name, gff3, title=title)
-                summary.loc[index, "plot"] = name
+                summary.loc[index, "heatmap"] = name
     with atomic_file(summary_path) as tmp:
         summary.to_csv(tmp, sep="\t", index=False, float_format="%.7g")
 
