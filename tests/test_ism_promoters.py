@@ -176,6 +176,8 @@ def test_bad_inputs_are_one_line_errors_before_scoring(tiny_mlm_dir, chr5, share
     cases = [
         (["--ids", "AT5G66610,AT5G00000"], f"{gff3}: no gene with ID or Name 'AT5G00000' (--ids)"),
         (["--ids-file", str(ids_file)], f"no gene with ID or Name 'AT5G99999' ({ids_file}:4)"),
+        (["--ids", "AT5G66610.1"], "no gene with ID or Name 'AT5G66610.1' (--ids); 'AT5G66610.1' names a mRNA (line 138)"),
+        (["--ids", ","], "--ids: no feature ids given"),
         (["--feature", "tRNA"], "no 'tRNA' features (feature types present: CDS, exon, five_prime_UTR, gene,"),
         (["--fasta", str(shared_data / "athaliana_chloroplast.fa")],
          f"{gff3}:5: AT5G66600 is on sequence '{CHR5}', which"),

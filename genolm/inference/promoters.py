@@ -148,6 +148,8 @@ def select_features(
 
     wanted: dict[str, str] | None = None
     if ids is not None:
+        if not ids:
+            raise ConfigError("--ids: no feature ids given")
         wanted = {}
         for item in ids:
             name, where = item if isinstance(item, tuple) else (item, "--ids")
@@ -160,7 +162,9 @@ def select_features(
         if unknown:
             listed = ", ".join(f"{name!r} ({where})" for name, where in unknown[:5])
             more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-            raise InputDataError(f"{path}: no {feature_type} with ID or Name {listed}{more}")
+            other = next((f for f in features if unknown[0][0] in (f.id, f.get("Name"))), None)
+            hint = f"; {unknown[0][0]!r} names a {other.type} (line {other.line})" if other else ""
+            raise InputDataError(f"{path}: no {feature_type} with ID or Name {listed}{more}{hint}")
 
     selected, notes = [], []
     for key, lines in lines_by_key.items():
