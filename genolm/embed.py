@@ -18,6 +18,7 @@ LayerNorm, i.e. it is ``last_hidden_state`` (transformers' ESM reports its hidde
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -30,7 +31,7 @@ from . import defaults
 from .batching import length_bucketed_batches
 from .configuration_genolm import GenoLMConfig
 from .errors import ConfigError, InputDataError, OutputPathError
-from .genome import read_records
+from .genome import iter_records, read_records
 from .modeling_genolm import GenoLMModel
 from .outputs import atomic_file, check_outputs
 from .parallel.devices import resolve_device, resolve_dtype
@@ -245,32 +246,143 @@ def embed_fasta(
     device: str | None = defaults.DEVICE,
     dtype: str | None = defaults.DTYPE,
     compile: bool = defaults.COMPILE,
+    chunk_records: int = 1000,
     progress: bool = True,
+    resume: bool = False,
+    overwrite: bool = False,
+    workers=None,
 ) -> dict[str, np.ndarray]:
     """Embed every record of a FASTA file with a checkpoint and optionally write them (see :func:`embed`,
-    :func:`write_embeddings`). Returns ``{record id: array}``."""
+    :func:`write_embeddings`). Returns ``{record id: array}`` (on the main process; empty on the others).
+
+    With ``out``, the records are embedded in chunks of ``chunk_records`` shared between the processes of a
+    ``torchrun`` / ``accelerate launch`` job and kept for ``resume`` (see :mod:`genolm.inference.distributed`);
+    the output is the same whatever the number of processes.
+    """
     if out is not None and Path(out).suffix not in OUTPUT_SUFFIXES:
         raise OutputPathError(f"{out}: unsupported output format; use one of {', '.join(OUTPUT_SUFFIXES)}")
-    if out is not None:
-        outputs = {"--out": out}
-        if Path(out).suffix == ".npy":
-            outputs["record ids"] = Path(out).with_suffix(".ids.txt")
-        check_outputs(outputs, {"--fasta": fasta, "--model": checkpoint})
-    records = {record_id: sequence.upper() for record_id, sequence in read_records(fasta)}
-    model, tokenizer = load_encoder(checkpoint, device=device, dtype=dtype, compile=compile)
-    embeddings = embed(
-        model,
-        tokenizer,
-        records,
-        pool=pool,
-        layer=layer,
-        batch_size=batch_size,
-        max_tokens=max_tokens,
-        progress=progress,
-    )
-    if out is not None:
-        write_embeddings(embeddings, out, lengths={k: len(v) for k, v in records.items()})
-        logger.info("wrote %d embeddings to %s", len(embeddings), out)
+    if out is None:
+        records = {record_id: sequence.upper() for record_id, sequence in read_records(fasta)}
+        model, tokenizer = load_encoder(checkpoint, device=device, dtype=dtype, compile=compile)
+        return embed(model, tokenizer, records, pool=pool, layer=layer, batch_size=batch_size,
+                     max_tokens=max_tokens, progress=progress)
+    from .inference.distributed import chunk_bounds, file_fingerprint, run_in_chunks, start_workers
+
+    out = Path(out)
+    outputs = {"--out": out}
+    if out.suffix == ".npy":
+        outputs["record ids"] = out.with_suffix(".ids.txt")
+    check_outputs(outputs, {"--fasta": fasta, "--model": checkpoint})
+    lengths = _record_lengths(fasta)  # reads (and checks) the FASTA before the model loads
+    ids = list(lengths)
+    workers = workers or start_workers(device)
+    fingerprint = {
+        "command": "embed",
+        "fasta": file_fingerprint(fasta),
+        "model": file_fingerprint(checkpoint) if Path(checkpoint).exists() else str(checkpoint),
+        "options": {"pool": pool, "layer": layer, "max_tokens": max_tokens, "dtype": dtype,
+                    "chunk_records": chunk_records},
+    }
+    model, tokenizer = load_encoder(checkpoint, device=workers.device or device, dtype=dtype, compile=compile)
+    bounds = chunk_bounds(len(ids), chunk_records)
+    records = read_records(fasta)
+    done = 0  # records read from ``records``
+
+    def write_chunk(chunk: int, path: Path) -> None:
+        nonlocal done
+        start, end = bounds[chunk]
+        for _ in range(start - done):  # records of chunks that other processes embed
+            next(records)
+        block = {record_id: sequence.upper() for record_id, sequence in itertools.islice(records, end - start)}
+        done = end
+        embeddings = embed(model, tokenizer, block, pool=pool, layer=layer, batch_size=batch_size,
+                           max_tokens=max_tokens, progress=progress and workers.world == 1 and len(bounds) == 1)
+        _write_part(embeddings, path, lengths)
+
+    collected: dict[str, np.ndarray] = {}
+
+    def merge(parts: list[Path], path: Path) -> None:
+        collected.update(_merge_parts(parts, path, out, ids, lengths))
+
+    run_in_chunks(out, len(bounds), fingerprint, write_chunk, merge, resume=resume, overwrite=overwrite,
+                  workers=workers, progress=progress and len(bounds) > 1)
+    if workers.is_main:
+        logger.info("wrote %d embeddings to %s", len(collected), out)
+    return collected
+
+
+def _record_lengths(fasta: str | Path) -> dict[str, int]:
+    """Record ids (in order) and lengths of a FASTA; a repeated id is an error."""
+    lengths: dict[str, int] = {}
+    for record_id, blocks in iter_records(fasta, 1 << 24):
+        if record_id in lengths:
+            raise InputDataError(f"{fasta}: duplicate record id {record_id!r}")
+        lengths[record_id] = sum(len(block) for block in blocks)
+    return lengths
+
+
+def _write_part(embeddings: dict[str, np.ndarray], path: Path, lengths: Mapping[str, int]) -> None:
+    """One chunk's embeddings in the output's format (a ``.npy`` part holds the matrix only)."""
+    if path.suffix == ".npy":
+        if any(e.ndim != 1 for e in embeddings.values()):
+            raise ConfigError(f"{path.name}: .npy holds pooled embeddings only; use .npz or .parquet with pool='none'")
+        np.save(path, np.stack(list(embeddings.values())))  # path ends with .npy: saved under that name
+    else:
+        write_embeddings(embeddings, path, lengths)
+
+
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # no time in the archive: the same bytes from any run
+
+
+def _merge_parts(
+    parts: list[Path], path: Path, out: Path, ids: list[str], lengths: Mapping[str, int]
+) -> dict[str, np.ndarray]:
+    """Join the parts, in order, into ``path`` (formatted as ``out``); returns the embeddings."""
+    import zipfile
+
+    if not parts:
+        write_embeddings({}, path, lengths)
+        if out.suffix == ".npy":
+            with atomic_file(out.with_suffix(".ids.txt")) as tmp_ids:
+                tmp_ids.write_text("")
+        return {}
+    if out.suffix == ".npz":
+        embeddings = {}
+        with zipfile.ZipFile(path, "w", allowZip64=True) as target:
+            for part in parts:
+                with zipfile.ZipFile(part) as source, np.load(part) as arrays:
+                    for info in source.infolist():
+                        target.writestr(zipfile.ZipInfo(info.filename, _ZIP_TIME), source.read(info))
+                    embeddings.update({name: arrays[name] for name in arrays.files})
+        return embeddings
+    if out.suffix == ".npy":
+        matrices = [np.load(part, mmap_mode="r") for part in parts]
+        merged = np.lib.format.open_memmap(path, "w+", np.float32, (len(ids), matrices[0].shape[1]))
+        row = 0
+        for matrix in matrices:
+            merged[row : row + len(matrix)] = matrix
+            row += len(matrix)
+        merged.flush()
+        with atomic_file(out.with_suffix(".ids.txt")) as tmp_ids:
+            tmp_ids.write_text("".join(f"{i}\n" for i in ids))
+        return {record_id: np.array(merged[i]) for i, record_id in enumerate(ids)}
+    import pyarrow.parquet as pq
+
+    embeddings = {}
+    writer = None
+    try:
+        for part in parts:
+            table_file = pq.ParquetFile(part)
+            for group in range(table_file.num_row_groups):
+                table = table_file.read_row_group(group)
+                if writer is None:
+                    writer = pq.ParquetWriter(path, table.schema)
+                writer.write_table(table)
+                for record_id, values in zip(table.column("id").to_pylist(), table.column("embedding").to_pylist()):
+                    embeddings[record_id] = np.array(values, dtype=np.float32)
+    finally:
+        if writer is not None:
+            writer.close()
     return embeddings
 
 

@@ -153,3 +153,153 @@ def test_workers_default_is_one_process():
     assert workers.is_main and workers.world == 1 and workers.count_failures(True) == 1
     workers.barrier()
     assert json.loads(json.dumps(chunk_bounds(10, 4))) == [[0, 4], [4, 8], [8, 10]]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# genolm vep over processes
+# ----------------------------------------------------------------------------------------------------------
+WINDOW = 16
+CHR5 = "athaliana_chr5_tail.fa.gz"
+
+
+def snv_vcf(path: Path, fasta: Path, n: int, seed: int = 0) -> Path:
+    """``n`` SNVs at sorted random A/C/G/T positions of the real Chr5 excerpt, REF from the FASTA."""
+    import random
+
+    from genolm.inference import Genome
+
+    genome = Genome(fasta)
+    (name, length), = genome.lengths.items()
+    rng = random.Random(seed)
+    seq = genome.fetch(name, 0, length).upper()
+    positions = sorted(rng.sample([p for p in range(0, length, 7) if seq[p] in "ACGT"], n))
+    lines = ["##fileformat=VCFv4.2", f"##contig=<ID={name},length={length}>",
+             "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"]
+    for i, p in enumerate(positions):
+        alt = rng.choice([b for b in "ACGT" if b != seq[p]])
+        lines.append(f"{name}\t{p + 1}\tv{i}\t{seq[p]}\t{alt}\t.\tPASS\t.")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def vep_argv(model: Path, fasta: Path, vcf: Path, out: Path, *extra: str) -> list[str]:
+    return ["vep", "--model", str(model), "--fasta", str(fasta), "--vcf", str(vcf), "--out", str(out),
+            "--window-tokens", str(WINDOW), "--device", "cpu", "--quiet", *extra]
+
+
+VEP_WORKER = textwrap.dedent(
+    """
+    import json, sys
+    from genolm.cli import main
+
+    for argv in json.loads(sys.argv[1]):
+        assert main(argv) == 0, argv
+    """
+)
+
+
+def read_parquet(path: Path):
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path)
+
+
+def test_vep_two_processes_write_the_outputs_of_one(tiny_mlm_dir, shared_data, tmp_path):
+    """VCF, bgzipped VCF (+ tabix index), TSV and Parquet from 2 processes under torchrun equal one process's
+    (byte for byte; Parquet as tables), chunks of 7 records dealt between them."""
+    import gzip
+
+    import pysam
+
+    from genolm.cli import main
+
+    fasta, vcf = shared_data / CHR5, shared_data / "athaliana_chr5_tail.vcf"
+    names = ["scored.vcf", "scored.vcf.gz", "scored.tsv", "scored.parquet"]
+    (tmp_path / "two").mkdir()
+    jobs = [vep_argv(tiny_mlm_dir, fasta, vcf, tmp_path / "two" / name, "--chunk-records", "7") for name in names]
+    script = tmp_path / "vep_worker.py"
+    script.write_text(VEP_WORKER)
+    torchrun(2, [str(script), json.dumps(jobs)], tmp_path)
+    for name in names:
+        assert main(vep_argv(tiny_mlm_dir, fasta, vcf, tmp_path / name, "--chunk-records", "7")) == 0
+    for name in names[:3]:
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / name).read_bytes(), name
+    assert read_parquet(tmp_path / "two" / "scored.parquet").equals(read_parquet(tmp_path / "scored.parquet"))
+    assert not list((tmp_path / "two").glob("*.genolm-parts"))
+
+    # The merged bgzip file is one header, the records' blocks and one EOF block: tabix and pysam read it.
+    text = gzip.open(tmp_path / "two" / "scored.vcf.gz", "rt").read()
+    assert text == (tmp_path / "scored.vcf").read_text() and text.count("#CHROM") == 1
+    with pysam.VariantFile(str(tmp_path / "two" / "scored.vcf.gz")) as scored:
+        (contig,) = scored.header.contigs
+        region = [r.pos for r in scored.fetch(contig, 100_000, 400_000)]
+    all_pos = [int(line.split("\t")[1]) for line in text.splitlines() if not line.startswith("#")]
+    assert region == [p for p in all_pos if 100_000 < p <= 400_000] and region
+    assert pysam.TabixFile(str(tmp_path / "two" / "scored.vcf.gz")).contigs == [contig]
+
+    # TSV and Parquet hold the same rows, typed in Parquet.
+    tsv = (tmp_path / "scored.tsv").read_text().splitlines()
+    table = read_parquet(tmp_path / "scored.parquet").to_pylist()
+    assert len(table) == len(tsv) - 1 == 45
+    for row, line in zip(table, tsv[1:]):
+        chrom, pos, vid, ref, alt, llr, emb, skip = line.split("\t")
+        assert (row["chrom"], row["pos"], row["id"], row["ref"], row["alt"]) == (chrom, int(pos), vid, ref, alt)
+        assert row["llr"] == (float(llr) if llr else None) and row["skip"] == (skip or None)
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes under ``pid`` (from /proc), children first."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, queue = [], [pid]
+    while queue:
+        children = parents.get(queue.pop(), [])
+        found += children
+        queue += children
+    return found
+
+
+def test_vep_killed_and_resumed_equals_an_uninterrupted_run(tiny_mlm_dir, shared_data, tmp_path, capsys):
+    """SIGKILL a 2-process run once some chunks are done; a resume with other options is refused; resuming
+    with 1 process gives the bytes of an uninterrupted run."""
+    import signal
+    import time
+
+    from genolm.cli import main
+    from genolm.errors import run_reporting_user_errors
+
+    fasta = shared_data / CHR5
+    vcf = snv_vcf(tmp_path / "snvs.vcf", fasta, 400)
+    out = tmp_path / "killed.vcf.gz"
+    script = tmp_path / "vep_worker.py"
+    script.write_text(VEP_WORKER)
+    job = vep_argv(tiny_mlm_dir, fasta, vcf, out, "--chunk-records", "10")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--rdzv_backend", "c10d",
+               "--rdzv_endpoint", "localhost:0", str(script), json.dumps([job])]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}
+    run = subprocess.Popen(command, cwd=tmp_path, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    parts = parts_folder(out)
+    deadline = time.monotonic() + 120
+    while len(list(parts.glob("part-*.json"))) < 6 and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid in [*descendants(run.pid), run.pid]:  # torchrun's workers run in sessions of their own
+        os.kill(pid, signal.SIGKILL)
+    run.wait()
+    done = len(list(parts.glob("part-*.json")))
+    assert 6 <= done < 40, f"{done} chunks done when killed; stderr: {run.stderr.read().decode()[-2000:]}"
+    assert not out.exists()
+
+    resume = vep_argv(tiny_mlm_dir, fasta, vcf, out, "--chunk-records", "10", "--resume")
+    other = [*resume[:-1], "--rc", "--resume"]
+    assert run_reporting_user_errors("genolm", lambda: main(other)) == 2
+    assert "records a run with other inputs or options (options differ)" in capsys.readouterr().err
+    assert main(resume) == 0 and not parts.exists()
+    whole = tmp_path / "whole.vcf.gz"
+    assert main(vep_argv(tiny_mlm_dir, fasta, vcf, whole, "--chunk-records", "10")) == 0
+    assert out.read_bytes() == whole.read_bytes()

@@ -199,4 +199,9 @@ def test_ism_output_discipline(tiny_mlm_dir, shared_data, tmp_path, capsys, monk
     folder = tmp_path / "plotted"
     with pytest.raises(RuntimeError, match="fell over"):
         main([*common, "--out", str(folder / "ism.tsv"), "--plot", str(folder / "ism.png")])
-    assert list(folder.iterdir()) == []
+    # Neither table nor plot; the scored chunks stay for --resume, which writes both.
+    assert [p.name for p in folder.iterdir()] == ["ism.tsv.genolm-parts"]
+    monkeypatch.undo()
+    assert main([*common, "--out", str(folder / "ism.tsv"), "--plot", str(folder / "ism.png"), "--resume"]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["ism.png", "ism.tsv"]
+    assert (folder / "ism.tsv").read_bytes() == out.read_bytes()

@@ -485,6 +485,8 @@ def test_vep_reads_plain_gzip_vcf(tiny_mlm_dir, shared_data, tmp_path):
 
 
 def test_vep_error_midway_leaves_nothing_at_the_output(tiny_mlm_dir, shared_data, tmp_path, monkeypatch):
+    """No output after an error midway: only the finished chunks' parts, which ``resume=True`` continues from
+    to the output of an uninterrupted run."""
     import genolm.inference.vep as vep_module
 
     calls = []
@@ -501,7 +503,20 @@ def test_vep_error_midway_leaves_nothing_at_the_output(tiny_mlm_dir, shared_data
     with pytest.raises(RuntimeError, match="fell over"):
         run_vep(tiny_mlm_dir, shared_data / "athaliana_chr5_tail.fa.gz", shared_data / "athaliana_chr5_tail.vcf",
                 out, window_tokens=WINDOW, device="cpu", chunk_records=10, progress=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scored.vcf.gz.genolm-parts"]
+    parts = tmp_path / "scored.vcf.gz.genolm-parts"
+    assert sorted(p.name for p in parts.iterdir()) == ["journal.json", "part-00000000-scored.vcf.gz",
+                                                       "part-00000000.json"]
+    monkeypatch.setattr(vep_module, "score_variants", real)
+    calls.clear()
+    kwargs = dict(window_tokens=WINDOW, device="cpu", chunk_records=10, progress=False)
+    report = run_vep(tiny_mlm_dir, shared_data / "athaliana_chr5_tail.fa.gz",
+                     shared_data / "athaliana_chr5_tail.vcf", out, resume=True, **kwargs)
+    assert report.records == 45 and not parts.exists()
+    whole = tmp_path / "whole.vcf.gz"
+    run_vep(tiny_mlm_dir, shared_data / "athaliana_chr5_tail.fa.gz", shared_data / "athaliana_chr5_tail.vcf",
+            whole, **kwargs)
+    assert out.read_bytes() == whole.read_bytes()
 
 
 @pytest.fixture

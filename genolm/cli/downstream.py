@@ -7,11 +7,13 @@ Each one parses its arguments and calls a library function (:func:`genolm.embed.
 from __future__ import annotations
 
 import argparse
+import os
 
 from genolm import defaults
 from genolm.cli.options import (
     add_overwrite_option,
     add_quiet_option,
+    add_resume_options,
     add_runtime_options,
     apply_quiet_option,
     apply_runtime_options,
@@ -54,7 +56,14 @@ def embed_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
         default=None,
         help="tokens per window including <cls> (default: the model's context)",
     )
+    embed.add_argument(
+        "--chunk-records",
+        type=int,
+        default=1000,
+        help="records embedded at a time: the unit shared between processes and of --resume (default 1000)",
+    )
     add_runtime_options(embed, defaults.EMBED_BATCH_SIZE)
+    add_resume_options(embed)
     embed.set_defaults(func=run_embed)
     return embed
 
@@ -105,9 +114,12 @@ def run_embed(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         compile=args.compile,
+        chunk_records=args.chunk_records,
         progress=not args.quiet,
+        resume=args.resume,
+        overwrite=args.overwrite,
     )
-    if not args.quiet:
+    if not args.quiet and int(os.environ.get("RANK", "0")) == 0:  # the main process of a torchrun job
         print(f"wrote {len(embeddings)} embeddings to {args.out}")
     return 0
 

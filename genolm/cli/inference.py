@@ -1,5 +1,8 @@
 """Inference commands: ``genolm vep``, ``genolm ism`` and ``genolm annotate``.
 
+Started under ``torchrun --nproc_per_node N -m genolm ...`` or ``accelerate launch --num_processes N -m
+genolm ...``, each command shares its chunks between the processes; ``--resume`` continues a killed run.
+
 Each parser only reads options and calls the library function of the same task (``run_vep``, ``run_ism``,
 ``run_annotate``), which notebooks and benchmarks call too.
 """
@@ -9,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from genolm import defaults
-from genolm.cli.options import add_runtime_options, apply_runtime_options, comma_list
+from genolm.cli.options import add_resume_options, add_runtime_options, apply_runtime_options, comma_list
 
 WINDOW_HELP = (
     "tokens per window, <cls> excluded (default: the model's maximum, e.g. 1023 tokens = 6,138 bp for 6-mers); "
@@ -36,7 +39,8 @@ def vep_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     vep.add_argument(
         "--out",
         required=True,
-        help="output .vcf, .vcf.gz, .bcf (input records + INFO fields) or .tsv (one row per ALT allele, pos 1-based)",
+        help="output .vcf, .vcf.gz (bgzip + tabix index), .bcf (input records + INFO fields), .tsv (one row per ALT "
+        "allele, pos 1-based) or .parquet (the same rows, typed)",
     )
     vep.add_argument("--rc", action="store_true", help="average with the reverse-complement strand")
     vep.add_argument(
@@ -46,11 +50,18 @@ def vep_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     vep.add_argument("--window-tokens", type=int, default=None, help=WINDOW_HELP)
     vep.add_argument(
-        "--chunk-records", type=int, default=10_000, help="records scored at a time (default 10000)"
+        "--chunk-records",
+        type=int,
+        default=10_000,
+        help="records scored at a time: the unit shared between processes and of --resume (default 10000)",
     )
     add_runtime_options(vep, defaults.VEP_BATCH_SIZE)
+    add_resume_options(vep)
     vep.set_defaults(func=run_vep)
     return vep
+
+
+CHUNK_BASES = 6_000  # default of --chunk-bases
 
 
 def ism_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -122,16 +133,6 @@ def ism_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=16,
         help="features per unit of work: a Parquet part that --resume keeps and processes share (default 16)",
     )
-    promoters.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue a killed run into the same --out (same inputs and options)",
-    )
-    promoters.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the plots folder and the leftovers of an unfinished run writing the same --out",
-    )
     ism.add_argument("--rc", action="store_true", help="average with the reverse-complement strand")
     ism.add_argument(
         "--naive",
@@ -139,7 +140,15 @@ def ism_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="score with the direct loop (mutate, re-tokenise, mask, score: 3 forward passes per base), for checking",
     )
     ism.add_argument("--window-tokens", type=int, default=None, help=WINDOW_HELP)
+    ism.add_argument(
+        "--chunk-bases",
+        type=int,
+        default=CHUNK_BASES,
+        help=f"--region: bases scored at a time: the unit shared between processes and of --resume "
+        f"(default {CHUNK_BASES})",
+    )
     add_runtime_options(ism, defaults.ISM_BATCH_SIZE)
+    add_resume_options(ism)
     ism.set_defaults(func=run_ism)
     return ism
 
@@ -204,6 +213,8 @@ def run_vep(args: argparse.Namespace) -> int:
         compile=args.compile,
         chunk_records=args.chunk_records,
         progress=not args.quiet,
+        resume=args.resume,
+        overwrite=args.overwrite,
     )
     return 0
 
@@ -220,6 +231,8 @@ def run_ism(args: argparse.Namespace) -> int:
             raise ConfigError("--feature needs --gff3, the annotation to take the features from")
         if args.plot is not None:
             raise ConfigError("--plot draws one --region; with --feature use --plot-top K")
+        if args.chunk_bases != CHUNK_BASES:
+            raise ConfigError("--chunk-bases cuts one --region; with --feature the unit is --chunk-features")
         promoters.run_promoter_ism(
             args.model,
             args.fasta,
@@ -263,7 +276,10 @@ def run_ism(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         compile=args.compile,
+        chunk_bases=args.chunk_bases,
         progress=not args.quiet,
+        resume=args.resume,
+        overwrite=args.overwrite,
     )
     return 0
 
@@ -276,8 +292,6 @@ PROMOTER_ONLY = [
     ("--ids-file", "ids_file", None),
     ("--plot-top", "plot_top", 0),
     ("--chunk-features", "chunk_features", 16),
-    ("--resume", "resume", False),
-    ("--overwrite", "overwrite", False),
 ]
 
 

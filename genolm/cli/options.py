@@ -64,6 +64,23 @@ def add_overwrite_option(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def add_resume_options(parser: argparse.ArgumentParser) -> None:
+    """``--resume`` and ``--overwrite`` of a command whose work is written in chunks beside ``--out``
+    (``OUT.genolm-parts/``; see :mod:`genolm.inference.distributed`)."""
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from the finished chunks kept in OUT.genolm-parts/ (same inputs and "
+        "options; any number of processes)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="discard the chunks of an interrupted run in OUT.genolm-parts/ and start over (without --resume "
+        "or --overwrite such a folder is refused)",
+    )
+
+
 def add_quiet_option(parser: argparse.ArgumentParser) -> None:
     """``--quiet``: no progress bar or summary line."""
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
@@ -92,6 +109,7 @@ def apply_quiet_option(args: argparse.Namespace) -> None:
 __all__ = [
     "add_overwrite_option",
     "add_quiet_option",
+    "add_resume_options",
     "add_runtime_options",
     "apply_quiet_option",
     "apply_runtime_options",

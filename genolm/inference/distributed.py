@@ -314,6 +314,8 @@ def run_in_chunks(
                     try:
                         _write_part(folder, output, mine[r], write_chunk)
                     except Exception as err:
+                        if isinstance(err, OSError) and str(err.filename or "").startswith(str(folder)):
+                            err.filename = str(output)  # name the output the user asked for, not a part
                         error = err
                 n_failed, n_done = workers.sum([int(error is not None), int(error is None and r < len(mine))])
                 if error is not None:
@@ -323,6 +325,10 @@ def run_in_chunks(
                         f"stopped: {n_failed} other process(es) failed writing {output}; see their messages"
                     )
                 bar.update(n_done)
+        except BaseException:
+            if workers.is_main and not any(folder.glob("part-*.json")):
+                shutil.rmtree(folder, ignore_errors=True)  # nothing to resume: leave nothing behind
+            raise
         finally:
             bar.close()
         stats = _chunk_stats(folder, n_chunks)

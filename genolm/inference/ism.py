@@ -27,9 +27,10 @@ from .. import defaults
 from ..errors import ConfigError
 from ..genome import complement, is_base, parse_region, read_gff3
 from ..outputs import atomic_file, check_outputs
+from .distributed import Workers, chunk_bounds, file_fingerprint, run_in_chunks, start_workers
 from .genome import Genome
 from .scoring import KmerTable, encode_windows, load_model, masked_log_probs
-from .vep import SNV, _check_window, naive_variant_score
+from .vep import SNV, _check_window, model_fingerprint, naive_variant_score
 
 __all__ = ["ISMResult", "ism_region", "naive_ism_region", "plot_ism", "run_ism"]
 
@@ -291,10 +292,19 @@ def run_ism(
     device: str | None = defaults.DEVICE,
     dtype: str | None = defaults.DTYPE,
     compile: bool = defaults.COMPILE,
+    chunk_bases: int = 6_000,
     progress: bool = True,
-) -> ISMResult:
+    resume: bool = False,
+    overwrite: bool = False,
+    workers: Workers | None = None,
+) -> ISMResult | None:
     """``genolm ism``: score the region (``NAME:START-END``, 1-based closed), write the tidy table to ``out``
-    (TSV; ``pos`` 1-based) and optionally the heatmap ``plot``. ``naive=True`` uses :func:`naive_ism_region`."""
+    (TSV; ``pos`` 1-based) and optionally the heatmap ``plot``. ``naive=True`` uses :func:`naive_ism_region`.
+
+    The region is scored in blocks of ``chunk_bases`` bases, shared between the processes of a ``torchrun`` /
+    ``accelerate launch`` job and kept for ``resume`` (see :mod:`genolm.inference.distributed`); the table is
+    the same whatever the number of processes. Returns the result on the main process, ``None`` on the others.
+    """
     started = time.perf_counter()
     out = Path(out)
     check_outputs(
@@ -304,29 +314,44 @@ def run_ism(
     )
     if gff3 is not None:
         read_gff3(gff3)  # a bad annotation is reported before the scoring, not after it
-    model, tokenizer = load_model(model, tokenizer, "masked-lm", device, dtype, compile)
+    workers = workers or start_workers(device)
+    fingerprint = {
+        "command": "ism",
+        "fasta": file_fingerprint(fasta if not isinstance(fasta, Genome) else fasta.path),
+        "model": model_fingerprint(model),
+        "options": {"region": region, "window_tokens": window_tokens, "rc": rc, "naive": naive, "dtype": dtype,
+                    "chunk_bases": chunk_bases},
+    }
+    model, tokenizer = load_model(model, tokenizer, "masked-lm", workers.device or device, dtype, compile)
     genome = fasta if isinstance(fasta, Genome) else Genome(fasta)
     chrom, start, end = parse_region(region, genome.lengths)
     compute = naive_ism_region if naive else ism_region
     kwargs = {} if naive else {"batch_size": batch_size}
-    result = compute(
-        model,
-        tokenizer,
-        genome,
-        chrom,
-        start,
-        end,
-        window_tokens=window_tokens,
-        rc=rc,
-        progress=progress,
-        **kwargs,
-    )
-    with contextlib.ExitStack() as stack:  # the table and the plot appear together, or neither
-        result.table().to_csv(stack.enter_context(atomic_file(out)), sep="\t", index=False, float_format="%.7g")
-        if plot:
-            plot_ism(result, stack.enter_context(atomic_file(plot)), gff3)
+    blocks = [(start + a, start + b) for a, b in chunk_bounds(end - start, chunk_bases)]
+
+    def write_chunk(chunk: int, path: Path) -> None:
+        block = compute(
+            model, tokenizer, genome, chrom, *blocks[chunk], window_tokens=window_tokens, rc=rc,
+            progress=progress and workers.world == 1 and len(blocks) == 1, **kwargs,
+        )
+        with open(path, "wb") as handle:
+            np.save(handle, block.scores, allow_pickle=False)
+
+    result = None
+
+    def merge(parts: list[Path], path: Path) -> None:
+        nonlocal result
+        scores = np.concatenate([np.load(part, allow_pickle=False) for part in parts])
+        result = ISMResult(chrom, start, end, genome.fetch(chrom, start, end).upper(), scores)
+        with contextlib.ExitStack() as stack:  # the table and the plot appear together, or neither
+            result.table().to_csv(path, sep="\t", index=False, float_format="%.7g")
+            if plot:
+                plot_ism(result, stack.enter_context(atomic_file(plot)), gff3)
+
+    run_in_chunks(out, len(blocks), fingerprint, write_chunk, merge, resume=resume, overwrite=overwrite,
+                  workers=workers, progress=progress and len(blocks) > 1)
     seconds = time.perf_counter() - started
-    if progress:
+    if progress and result is not None:
         n = int(np.isfinite(result.scores).sum())
         print(
             f"genolm ism: {n} substitutions over {end - start} bp in {seconds:.1f} s "

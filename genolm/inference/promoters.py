@@ -463,6 +463,7 @@ def run_promoter_ism(
     from .genome import Genome
     from .ism import ism_region, naive_ism_region
     from .scoring import load_model
+    from .vep import model_fingerprint
 
     started = time.perf_counter()
     if features_per_chunk < 1:
@@ -498,6 +499,7 @@ def run_promoter_ism(
     if progress and workers.is_main:
         for note in notes:
             print(f"genolm ism: {note}", file=sys.stderr)
+    model_id = model_fingerprint(model)
     model, tokenizer = load_model(model, tokenizer, "masked-lm", workers.device, dtype, compile)
     compute = naive_ism_region if naive else ism_region
     kwargs = {} if naive else {"batch_size": batch_size}
@@ -536,7 +538,7 @@ def run_promoter_ism(
         "command": "ism --feature",
         "fasta": file_fingerprint(fasta),
         "gff3": file_fingerprint(gff3),
-        "model": file_fingerprint(model_path) if model_path is not None else type(model).__name__,
+        "model": model_id,
         "promoters": [[p.feature_id, p.chrom, p.start, p.end, p.strand] for p in promoters],
         "features_per_chunk": features_per_chunk,
         "window_tokens": window_tokens,

@@ -30,8 +30,9 @@ Coordinates: VCF ``POS`` is 1-based; genolm's Python API (:class:`SNV`) is 0-bas
 from __future__ import annotations
 
 import csv
-import errno
 import gzip
+import hashlib
+import io
 import math
 import os
 import re
@@ -55,7 +56,8 @@ from tqdm.auto import tqdm
 from .. import defaults
 from ..errors import ConfigError, InputDataError
 from ..genome import complement, is_base
-from ..outputs import atomic_file, check_outputs
+from ..outputs import check_outputs
+from .distributed import Workers, chunk_bounds, concatenate, file_fingerprint, run_in_chunks, start_workers
 from .genome import Genome, Window
 from .scoring import (
     EncodedBatch,
@@ -542,17 +544,6 @@ def _index_vcf(path: Path) -> None:
         print(f"genolm vep: warning: {path}: not indexed (records not sorted by position?): {err}", file=sys.stderr)
 
 
-def _vcf_mode(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith(".bcf"):
-        return "wb"
-    return "wz" if name.endswith((".vcf.gz", ".vcf.bgz")) else "w"
-
-
-def _is_tsv(path: Path) -> bool:
-    return path.name.lower().endswith((".tsv", ".tsv.gz", ".txt"))
-
-
 def run_vep(
     model,
     fasta: str | os.PathLike | Genome,
@@ -569,27 +560,38 @@ def run_vep(
     compile: bool = defaults.COMPILE,
     chunk_records: int = 10_000,
     progress: bool = True,
+    resume: bool = False,
+    overwrite: bool = False,
+    workers: Workers | None = None,
 ) -> VepReport:
-    """Score every SNV of a VCF and write every record, in order, to a VCF/BCF or TSV.
+    """Score every SNV of a VCF and write every record, in order, to a VCF/BCF, TSV or Parquet file.
+
+    Started as several processes (``torchrun`` / ``accelerate launch``), the processes share the chunks of
+    ``chunk_records`` records (see :mod:`genolm.inference.distributed`); the output is the same, byte for byte,
+    whatever the number of processes.
 
     Args:
         model: checkpoint folder of a masked LM, or a loaded model.
         fasta: the reference the VCF was called against (``.fa``, ``.fa.gz``), or a :class:`Genome`.
         vcf: input ``.vcf``, ``.vcf.gz`` or ``.bcf``.
-        out: ``.vcf``, ``.vcf.gz`` (bgzip), ``.bcf``: the input records with INFO ``GENOLM_LLR``,
-            ``GENOLM_EMB_DIST`` and ``GENOLM_SKIP`` added (existing values of these fields are replaced);
-            ``.tsv``: one row per ALT allele, columns ``chrom pos id ref alt llr emb_dist skip`` with ``pos``
-            1-based as in the VCF.
+        out: ``.vcf``, ``.vcf.gz`` (bgzip, with a tabix index ``.tbi``), ``.bcf``: the input records with INFO
+            ``GENOLM_LLR``, ``GENOLM_EMB_DIST`` and ``GENOLM_SKIP`` added (existing values of these fields are
+            replaced); ``.tsv`` (``.tsv.gz``): one row per ALT allele, columns ``chrom pos id ref alt llr
+            emb_dist skip`` with ``pos`` 1-based as in the VCF; ``.parquet``: the same rows and columns, typed
+            (``pos`` int64, ``llr`` and ``emb_dist`` float64, empty values null).
         tokenizer, window_tokens, rc, embedding_distance, batch_size: see :func:`score_variants`.
-        device, dtype, compile: see :func:`genolm.inference.scoring.load_model`.
-        chunk_records: records read, scored and written at a time (bounds memory on large VCFs).
-        progress: progress bar and a summary line on stderr.
+        device, dtype, compile: see :func:`genolm.inference.scoring.load_model` (several processes on GPUs:
+            ``cuda:LOCAL_RANK`` each).
+        chunk_records: records per chunk: read, scored and written at a time (bounds memory), the unit of work
+            shared between processes and of resuming.
+        progress: progress bar and a summary line on stderr (main process).
+        resume: continue an interrupted run from the parts beside ``out`` (same inputs and options).
+        overwrite: discard the parts of an interrupted run instead of refusing them.
+        workers: this process's place in a multi-process job (default: from the launcher's environment).
 
     Returns:
-        A :class:`VepReport` (counts, skip reasons, variants/s).
+        A :class:`VepReport` (counts over the whole VCF, skip reasons, variants/s).
     """
-    import pysam
-
     started = time.perf_counter()
     vcf, out = Path(vcf), Path(out)
     check_outputs(
@@ -597,13 +599,22 @@ def run_vep(
         {"--vcf": vcf, "--fasta": None if isinstance(fasta, Genome) else fasta,
          "--model": model if isinstance(model, (str, os.PathLike)) else None},
     )
+    output_format = _output_format(out)
+    workers = workers or start_workers(device)
     scan = validate_vcf(vcf) if not str(vcf).lower().endswith(".bcf") else None
     genome = fasta if isinstance(fasta, Genome) else Genome(fasta)
     if scan is not None:  # before the model loads: a wrong reference is refused at once
         check_contigs(scan.contigs, list(genome.lengths), vcf, genome.path)
-    model, tokenizer = load_model(model, tokenizer, "masked-lm", device, dtype, compile)
+    fingerprint = {
+        "command": "vep",
+        "vcf": file_fingerprint(vcf),
+        "fasta": file_fingerprint(genome.path),
+        "model": model_fingerprint(model),
+        "options": {"window_tokens": window_tokens, "rc": rc, "embedding_distance": embedding_distance,
+                    "dtype": dtype, "chunk_records": chunk_records, "format": output_format},
+    }
+    model, tokenizer = load_model(model, tokenizer, "masked-lm", workers.device or device, dtype, compile)
     window_tokens = _check_window(model, window_tokens)
-    report = VepReport()
 
     with tempfile.TemporaryDirectory(prefix="genolm-vep-") as scratch:
         readable = vcf
@@ -611,108 +622,254 @@ def run_vep(
             readable = Path(scratch) / "input.vcf"
             with gzip.open(vcf, "rb") as source, open(readable, "wb") as target:
                 shutil.copyfileobj(source, target)
-        previous_verbosity = pysam.set_verbosity(0)  # htslib warns about undeclared fields; we add them below
-        try:
-            reader = pysam.VariantFile(str(readable))
-        except (OSError, ValueError) as err:
-            raise InputDataError(f"{vcf}: pysam cannot read this VCF: {err}") from None
-        finally:
-            pysam.set_verbosity(previous_verbosity)
+        reader = _open_reader(readable, vcf)
         try:
             header = reader.header
             _declare_missing(header, scan, genome)
             _add_genolm_info(header, window_tokens, rc, embedding_distance, vcf)
-            with atomic_file(out) as tmp:
-                _score_and_write(
-                    reader, header, tmp, out, vcf, scan, report, model, tokenizer, genome,
-                    window_tokens=window_tokens, rc=rc, embedding_distance=embedding_distance,
-                    batch_size=batch_size, chunk_records=chunk_records, progress=progress,
+            n_records = len(scan.line_numbers) if scan is not None else _count_records(readable, vcf)
+            bounds = chunk_bounds(n_records, chunk_records)
+            cursor = _RecordCursor(reader, vcf, scan, n_records)
+            inner_progress = progress and workers.world == 1 and sys.stderr.isatty()
+
+            def write_chunk(chunk: int, path: Path) -> dict:
+                records = cursor.read(*bounds[chunk])
+                scores = _score_records(
+                    records, model, tokenizer, genome, window_tokens=window_tokens, rc=rc,
+                    embedding_distance=embedding_distance, batch_size=batch_size, progress=inner_progress,
                 )
+                _write_part(output_format, path, records, scores, embedding_distance, out)
+                counts = VepReport(records=len(records))
+                for record_scores in scores:
+                    _tally(counts, record_scores)
+                return {"records": counts.records, "alleles": counts.alleles, "scored": counts.scored,
+                        "skipped": counts.skipped}
+
+            stats = run_in_chunks(
+                out, len(bounds), fingerprint, write_chunk,
+                lambda parts, path: _merge_parts(output_format, header, parts, path, Path(scratch)),
+                resume=resume, overwrite=overwrite, workers=workers, progress=progress,
+            )
         finally:
             reader.close()
-    if _vcf_mode(out) == "wz":
+    if output_format == "vcf.gz" and workers.is_main:
         _index_vcf(out)
+    report = VepReport()
+    for counts in stats:
+        report.records += counts["records"]
+        report.alleles += counts["alleles"]
+        report.scored += counts["scored"]
+        for reason, n in counts["skipped"].items():
+            report.skipped[reason] = report.skipped.get(reason, 0) + n
     report.seconds = time.perf_counter() - started
-    if progress:
+    if progress and workers.is_main:
         print(f"genolm vep: {report.summary()}", file=sys.stderr)
     return report
 
 
-def _score_and_write(
-    reader, header, tmp: Path, out: Path, vcf: Path, scan: VcfScan | None, report: VepReport, model,
-    tokenizer, genome: Genome, *, window_tokens: int, rc: bool, embedding_distance: bool, batch_size: int,
-    chunk_records: int, progress: bool,
-) -> None:
-    """Score ``reader``'s records chunk by chunk and write them all, in order, to ``tmp`` (formatted as
-    ``out``); check that every record read was written."""
+def _open_reader(readable: Path, vcf: Path):
     import pysam
 
-    writer = None
-    tsv_handle = None
-    written = 0
-    if _is_tsv(out):
-        tsv_handle = (
-            gzip.open(tmp, "wt", newline="") if out.name.endswith(".gz") else open(tmp, "w", newline="")
-        )
-        tsv = csv.writer(tsv_handle, delimiter="\t", lineterminator="\n")
-        tsv.writerow(TSV_COLUMNS)
-    else:
-        writer = pysam.VariantFile(str(tmp), _vcf_mode(out), header=header)
-
-    bar = tqdm(
-        desc="variants", unit="var", disable=not progress, total=len(scan.line_numbers) if scan else None
-    )
+    previous_verbosity = pysam.set_verbosity(0)  # htslib warns about undeclared fields; we add them
     try:
-        records = iter(reader)
-        while True:
-            chunk = _read_chunk(records, chunk_records, vcf, scan, report.records)
-            if not chunk:
-                break
-            variants, owners = [], []
-            for r, record in enumerate(chunk):
-                for a, alt in enumerate(record.alts or ()):
-                    variants.append(SNV(record.chrom, record.pos - 1, record.ref, alt))
-                    owners.append((r, a))
-            scores = score_variants(
-                model,
-                tokenizer,
-                genome,
-                variants,
-                window_tokens=window_tokens,
-                rc=rc,
-                embedding_distance=embedding_distance,
-                batch_size=batch_size,
-                progress=progress and sys.stderr.isatty(),  # a nested bar moves the cursor: terminals only
-            )
-            per_record: list[list[VariantScore]] = [[] for _ in chunk]
-            for (r, _a), score in zip(owners, scores):
-                per_record[r].append(score)
-            for record, record_scores in zip(chunk, per_record):
-                _tally(report, record_scores)
-                if writer is not None:
-                    _annotate_record(record, record_scores, embedding_distance)
-                    try:
-                        writer.write(record)
-                    except OSError as err:
-                        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-                            raise
-                        raise RuntimeError(f"{out}: htslib could not write record {written + 1} "
-                                           f"({record.chrom}:{record.pos}): {err}") from err
-                else:
-                    _write_tsv_rows(tsv, record, record_scores)
-                written += 1
-            report.records += len(chunk)
-            bar.update(len(chunk))
+        return pysam.VariantFile(str(readable))
+    except (OSError, ValueError) as err:
+        raise InputDataError(f"{vcf}: pysam cannot read this VCF: {err}") from None
     finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
-        if tsv_handle is not None:
-            tsv_handle.close()
-    if scan is not None and written != len(scan.line_numbers):
-        raise InputDataError(
-            f"{vcf}: holds {len(scan.line_numbers)} records but pysam read {written}; nothing was written to {out}"
-        )
+        pysam.set_verbosity(previous_verbosity)
+
+
+def _count_records(readable: Path, vcf: Path) -> int:
+    """Records of a BCF (whose text :func:`validate_vcf` cannot read)."""
+    reader = _open_reader(readable, vcf)
+    try:
+        return sum(1 for _ in reader)
+    except (OSError, ValueError) as err:
+        raise InputDataError(f"{vcf}: pysam cannot parse a record: {err}") from None
+    finally:
+        reader.close()
+
+
+def model_fingerprint(model) -> object:
+    """What identifies the model for resuming: its folder's files, a Hub id, or a loaded model's config."""
+    if isinstance(model, (str, os.PathLike)):
+        return file_fingerprint(model) if Path(model).exists() else str(model)
+    config = getattr(model, "config", None)
+    described = config.to_json_string() if config is not None else type(model).__name__
+    return {"class": type(model).__name__, "config_sha256": hashlib.sha256(described.encode()).hexdigest()}
+
+
+class _RecordCursor:
+    """Reads the records of one pysam reader by index ranges, in increasing order (skipping the others)."""
+
+    def __init__(self, reader, vcf: Path, scan: VcfScan | None, n_records: int):
+        self.records, self.vcf, self.scan, self.n_records = iter(reader), vcf, scan, n_records
+        self.index = 0
+
+    def read(self, start: int, end: int) -> list:
+        if start < self.index:
+            raise RuntimeError(f"records {start}-{end} requested after record {self.index}: chunks go in order")
+        while self.index < start:
+            _read_chunk(self.records, min(start - self.index, 1000), self.vcf, self.scan, self.index)
+            self.index = min(start, self.index + 1000)
+        records = _read_chunk(self.records, end - start, self.vcf, self.scan, start)
+        self.index = start + len(records)
+        if len(records) != end - start:
+            raise InputDataError(
+                f"{self.vcf}: holds {self.n_records} records but pysam read {self.index}; nothing was written"
+            )
+        return records
+
+
+def _score_records(
+    records: list, model, tokenizer, genome: Genome, *, window_tokens: int, rc: bool, embedding_distance: bool,
+    batch_size: int, progress: bool,
+) -> list[list[VariantScore]]:
+    """The scores of each record's ALT alleles, per record."""
+    variants, owners = [], []
+    for r, record in enumerate(records):
+        for a, alt in enumerate(record.alts or ()):
+            variants.append(SNV(record.chrom, record.pos - 1, record.ref, alt))
+            owners.append((r, a))
+    scores = score_variants(
+        model,
+        tokenizer,
+        genome,
+        variants,
+        window_tokens=window_tokens,
+        rc=rc,
+        embedding_distance=embedding_distance,
+        batch_size=batch_size,
+        progress=progress,  # a nested bar moves the cursor: terminals only
+    )
+    per_record: list[list[VariantScore]] = [[] for _ in records]
+    for (r, _a), score in zip(owners, scores):
+        per_record[r].append(score)
+    return per_record
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Output parts (one per chunk) and their merge
+# ----------------------------------------------------------------------------------------------------------
+OUTPUT_FORMATS = {".vcf": "vcf", ".vcf.gz": "vcf.gz", ".vcf.bgz": "vcf.gz", ".bcf": "bcf", ".tsv": "tsv",
+                  ".txt": "tsv", ".tsv.gz": "tsv.gz", ".parquet": "parquet"}
+_BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+
+
+def _output_format(out: Path) -> str:
+    """``vcf``, ``vcf.gz``, ``bcf``, ``tsv``, ``tsv.gz`` or ``parquet``, from the output's name."""
+    name = out.name.lower()
+    for suffix, kind in sorted(OUTPUT_FORMATS.items(), key=lambda item: -len(item[0])):
+        if name.endswith(suffix):
+            return kind
+    return "vcf"  # any other name: a plain VCF, as before
+
+
+def _parquet_schema():
+    import pyarrow as pa
+
+    return pa.schema([("chrom", pa.string()), ("pos", pa.int64()), ("id", pa.string()), ("ref", pa.string()),
+                      ("alt", pa.string()), ("llr", pa.float64()), ("emb_dist", pa.float64()),
+                      ("skip", pa.string())])
+
+
+def _parquet_rows(record, scores: list[VariantScore]) -> list[tuple]:
+    """The TSV's rows of one record with typed values (``None`` for empty ones)."""
+    common = (record.chrom, record.pos, record.id or ".", record.ref)
+    if not scores:
+        return [(*common, ".", None, None, "no_alt")]
+
+    def number(value):
+        return None if value is None or math.isnan(value) else float(value)
+
+    return [(*common, alt, number(s.llr), number(s.emb_dist), s.skip) for alt, s in zip(record.alts or (), scores)]
+
+
+def _write_part(
+    output_format: str, path: Path, records: list, scores: list[list[VariantScore]], embedding_distance: bool,
+    out: Path,
+) -> None:
+    """Write one chunk's records: VCF text lines (bgzipped for ``vcf.gz``, without the EOF block), TSV rows
+    (a gzip member for ``tsv.gz``), or a Parquet file; no header (the merge writes it once)."""
+    if output_format == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows = [row for record, s in zip(records, scores) for row in _parquet_rows(record, s)]
+        table = pa.Table.from_pylist([dict(zip(TSV_COLUMNS, row)) for row in rows], schema=_parquet_schema())
+        pq.write_table(table, path)
+    elif output_format in ("tsv", "tsv.gz"):
+        with _text_writer(path, output_format == "tsv.gz") as handle:
+            tsv = csv.writer(handle, delimiter="\t", lineterminator="\n")
+            for record, record_scores in zip(records, scores):
+                _write_tsv_rows(tsv, record, record_scores)
+    else:
+        lines = []
+        for record, record_scores in zip(records, scores):
+            _annotate_record(record, record_scores, embedding_distance)
+            lines.append(str(record))
+        if output_format == "vcf.gz":
+            _write_bgzf_body(path, "".join(lines).encode())
+        else:  # vcf, and bcf (converted at the merge)
+            path.write_text("".join(lines))
+
+
+def _text_writer(path: Path, gzipped: bool):
+    """A text handle on ``path``; ``gzipped``: one gzip member with no name or time in it (reproducible)."""
+    if not gzipped:
+        return open(path, "w", newline="")
+    return io.TextIOWrapper(gzip.GzipFile(path, "wb", mtime=0), newline="")
+
+
+def _write_bgzf_body(path: Path, data: bytes) -> None:
+    """BGZF blocks of ``data`` without the end-of-file block (parts are concatenated, the EOF block once)."""
+    import pysam
+
+    with pysam.BGZFile(str(path), "wb") as handle:
+        handle.write(data)
+    size = path.stat().st_size
+    with open(path, "rb+") as handle:
+        handle.seek(size - len(_BGZF_EOF))
+        if handle.read() == _BGZF_EOF:
+            handle.truncate(size - len(_BGZF_EOF))
+
+
+def _merge_parts(output_format: str, header, parts: list[Path], path: Path, scratch: Path) -> None:
+    """Join the chunks' parts, in order, under one header into ``path`` (formatted as ``output_format``)."""
+    import pysam
+
+    if output_format == "parquet":
+        import pyarrow.parquet as pq
+
+        with pq.ParquetWriter(path, _parquet_schema()) as writer:
+            for part in parts:
+                table_file = pq.ParquetFile(part)
+                for group in range(table_file.num_row_groups):
+                    writer.write_table(table_file.read_row_group(group))
+        return
+    if output_format in ("tsv", "tsv.gz"):
+        header_part = scratch / "header.part"
+        with _text_writer(header_part, output_format == "tsv.gz") as handle:
+            handle.write("\t".join(TSV_COLUMNS) + "\n")
+        concatenate([header_part, *parts], path)
+        return
+    if output_format == "vcf.gz":
+        header_part, eof = scratch / "header.part", scratch / "eof.part"
+        _write_bgzf_body(header_part, str(header).encode())
+        eof.write_bytes(_BGZF_EOF)
+        concatenate([header_part, *parts, eof], path)
+        return
+    header_part = scratch / "header.part"
+    header_part.write_text(str(header))
+    if output_format == "vcf":
+        concatenate([header_part, *parts], path)
+        return
+    text = scratch / "merged.vcf"  # bcf: htslib converts the whole text
+    concatenate([header_part, *parts], text)
+    with pysam.VariantFile(str(text)) as reader, pysam.VariantFile(str(path), "wb", header=reader.header) as writer:
+        for record in reader:
+            writer.write(record)
+    text.unlink()
 
 
 def _declare_missing(header, scan: VcfScan | None, genome: Genome) -> None:
