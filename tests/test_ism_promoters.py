@@ -201,7 +201,7 @@ def test_bad_inputs_are_one_line_errors_before_scoring(tiny_mlm_dir, chr5, share
     assert list(tmp_path.glob("bad*")) == []
 
 
-def test_skipped_features_are_reported(shared_data):
+def test_features_by_id_or_name_and_skipped_ones(shared_data):
     """The chloroplast's trans-spliced rps12 has lines on both strands: no 5' end, skipped with a note, and an
     error when asked for by name."""
     from genolm.errors import InputDataError
@@ -212,6 +212,14 @@ def test_skipped_features_are_reported(shared_data):
     assert "gene-ArthCp047' has lines on both strands" in notes[0] and notes[0].endswith("skipped")
     with pytest.raises(InputDataError, match="gene-ArthCp047' has lines on both strands"):
         select_features(gff3, "gene", ["gene-ArthCp047"])
+    # Features are named by ID or Name and reported by ID; trnH (-, 4..76) has 124 of its 200 downstream bases
+    # before the genome's first base.
+    picked, _ = select_features(gff3, "gene", ["psbA", "gene-ArthCt088"])
+    assert [(f.id, f.start, f.end, f.strand) for f in picked] == [("gene-ArthCt088", 4, 76, "-"),
+                                                                   ("gene-ArthCp002", 383, 1444, "-")]  # fmt: skip
+    trnh, psba = promoter_regions(picked, {"NC_000932.1": 154_478}, 1000, 200)
+    assert (trnh.start, trnh.end, trnh.clipped_upstream, trnh.clipped_downstream) == (0, 1076, 0, 124)
+    assert (psba.start, psba.end, psba.tss) == (1244, 2444, 1443)
 
 
 def run_cli(args: list[str], **kwargs) -> subprocess.Popen:
