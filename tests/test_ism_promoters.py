@@ -184,6 +184,8 @@ def test_bad_inputs_are_one_line_errors_before_scoring(tiny_mlm_dir, chr5, share
         (["--fasta", str(cut)], f"{gff3}:113: AT5G66610 ends at 612368, past the end of {CHR5} (610000 bp in"),
         (["--upstream", "0", "--downstream", "0"], "one of them > 0"),
         (["--resume", "--overwrite"], "pass one"),
+        (["--plot-top", "-1"], "--plot-top -1: must be 0 (no heatmaps) or more"),
+        (["--chunk-bases", "100"], "with --feature the unit is --chunk-features"),
         (["--plot", str(tmp_path / "x.png")], "with --feature use --plot-top K"),
     ]  # fmt: skip
     for extra, message in cases:

@@ -468,6 +468,8 @@ def run_promoter_ism(
     started = time.perf_counter()
     if features_per_chunk < 1:
         raise ConfigError(f"--chunk-features {features_per_chunk}: must be at least 1")
+    if plot_top < 0:
+        raise ConfigError(f"--plot-top {plot_top}: must be 0 (no heatmaps) or more")
     if ids is not None and ids_file is not None:
         raise ConfigError("--ids and --ids-file both select features: pass one")
     if resume and overwrite:
