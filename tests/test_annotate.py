@@ -280,7 +280,7 @@ def test_annotate_rejects_bad_output_labels_and_heads(
 
 def test_annotate_error_leaves_no_intervals_or_tracks(annotator_dir, genome_fasta, tokenizer, tmp_path, monkeypatch):
     """A failure on the second sequence once left a GFF3 holding the first one only, and half-written tracks:
-    now neither the intervals nor any track appears."""
+    now neither the intervals nor any track appears, and ``resume=True`` completes the run."""
     import genolm.inference.annotate as annotate_module
 
     model = GenoLMForTokenClassification.from_pretrained(annotator_dir).eval()
@@ -299,8 +299,17 @@ def test_annotate_error_leaves_no_intervals_or_tracks(annotator_dir, genome_fast
     with pytest.raises(RuntimeError, match="accelerator memory"):
         annotate_fasta(model, tokenizer, genome_fasta, out, bigwig_dir=tracks, window_tokens=WINDOW,
                        stride_tokens=STRIDE)
-    assert calls == [1, 1] and sorted(p.name for p in tmp_path.iterdir()) == ["tracks"]
-    assert list(tracks.iterdir()) == []
+    # Neither intervals nor tracks: only the first sequence's part, which a resumed run keeps.
+    assert calls == [1, 1] and sorted(p.name for p in tmp_path.iterdir()) == ["ann.gff3.genolm-parts"]
+    monkeypatch.setattr(annotate_module, "predict_bases", real)
+    kwargs = dict(window_tokens=WINDOW, stride_tokens=STRIDE)
+    annotate_fasta(model, tokenizer, genome_fasta, out, bigwig_dir=tracks, resume=True, **kwargs)
+    whole, whole_tracks = tmp_path / "whole.gff3", tmp_path / "whole_tracks"
+    annotate_fasta(model, tokenizer, genome_fasta, whole, bigwig_dir=whole_tracks, **kwargs)
+    assert out.read_text() == whole.read_text()
+    assert sorted(p.name for p in tracks.iterdir()) == sorted(p.name for p in whole_tracks.iterdir()) != []
+    for track in tracks.iterdir():
+        assert track.read_text() == (whole_tracks / track.name).read_text()
 
 
 def test_annotate_refuses_an_output_that_is_its_input(annotator_dir, genome_fasta, tmp_path, capsys):

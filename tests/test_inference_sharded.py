@@ -303,3 +303,72 @@ def test_vep_killed_and_resumed_equals_an_uninterrupted_run(tiny_mlm_dir, shared
     whole = tmp_path / "whole.vcf.gz"
     assert main(vep_argv(tiny_mlm_dir, fasta, vcf, whole, "--chunk-records", "10")) == 0
     assert out.read_bytes() == whole.read_bytes()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ism, annotate and embed over processes
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # about a minute on 2 busy cores
+def test_ism_annotate_embed_two_processes_write_the_outputs_of_one(tiny_mlm_dir, shared_data, tmp_path):
+    """ISM of a region in 5 blocks, annotation of a 3-record genome (GFF3 + bigWig tracks, BED) and
+    embeddings of 7 records (Parquet, npy, npz): 2 processes under torchrun give one process's files."""
+    import numpy as np
+    import torch
+
+    from genolm import GenoLMConfig, GenoLMForTokenClassification, GenoLMTokenizer
+    from genolm.cli import main
+    from genolm.inference import Genome
+
+    torch.manual_seed(0)
+    config = GenoLMConfig.from_preset("tiny", per_nucleotide=True, num_labels=3,
+                                      id2label={0: "gene", 1: "exon", 2: "other"},
+                                      label2id={"gene": 0, "exon": 1, "other": 2})
+    annotator = GenoLMForTokenClassification(config).eval()
+    with torch.no_grad():
+        annotator.classifier.weight.mul_(40)  # every label called somewhere
+    annotator_dir = tmp_path / "annotator"
+    annotator.save_pretrained(annotator_dir)
+    GenoLMTokenizer().save_pretrained(annotator_dir)
+
+    cp = Genome(shared_data / "athaliana_chloroplast.fa").fetch("NC_000932.1", 2000, 5000)
+    genome = tmp_path / "mini.fa"
+    genome.write_text("".join(f">{name}\n{seq}\n" for name, seq in
+                              {"a": cp[:900], "b": cp[900:1500] + "N" * 13 + cp[1500:2200], "c": cp[2200:]}.items()))
+    records = tmp_path / "records.fa"
+    records.write_text("".join(f">r{i}\n{cp[i * 150 : i * 150 + 60 + 37 * i]}\n" for i in range(7)))
+
+    def jobs(folder: Path) -> list[list[str]]:
+        folder.mkdir()
+        ism = ["ism", "--model", str(tiny_mlm_dir), "--fasta", str(shared_data / "athaliana_chloroplast.fa"),
+               "--region", "NC_000932.1:1001-1100", "--window-tokens", str(WINDOW), "--chunk-bases", "21",
+               "--device", "cpu", "--quiet", "--out", str(folder / "ism.tsv")]
+        annotate = ["annotate", "--model", str(annotator_dir), "--fasta", str(genome), "--window-tokens", "12",
+                    "--stride-tokens", "6", "--device", "cpu", "--quiet"]
+        embed = ["embed", "--model", str(tiny_mlm_dir), "--fasta", str(records), "--max-tokens", "10",
+                 "--chunk-records", "3", "--device", "cpu", "--quiet"]
+        return [ism, [*annotate, "--out", str(folder / "ann.gff3"), "--bigwig-dir", str(folder / "tracks")],
+                [*annotate, "--out", str(folder / "ann.bed")],
+                *[[*embed, "--out", str(folder / f"emb.{suffix}")] for suffix in ("parquet", "npy", "npz")],
+                [*embed, "--pool", "none", "--out", str(folder / "tokens.npz")]]
+
+    script = tmp_path / "worker.py"
+    script.write_text(VEP_WORKER)
+    torchrun(2, [str(script), json.dumps(jobs(tmp_path / "two"))], tmp_path)
+    for argv in jobs(tmp_path / "one"):
+        assert main(argv) == 0, argv
+    one, two = tmp_path / "one", tmp_path / "two"
+    files = sorted(str(p.relative_to(one)) for p in one.rglob("*") if p.is_file())
+    assert files == sorted(str(p.relative_to(two)) for p in two.rglob("*") if p.is_file())
+    assert {"ism.tsv", "ann.gff3", "ann.bed", "emb.parquet", "emb.npy", "emb.ids.txt", "emb.npz"} <= set(files)
+    for name in files:
+        if name.endswith(".parquet"):
+            assert read_parquet(one / name).equals(read_parquet(two / name))
+        else:
+            assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    assert len((one / "ism.tsv").read_text().splitlines()) == 1 + 100 * 3
+    gff3 = [line.split("\t") for line in (one / "ann.gff3").read_text().splitlines() if line[0] != "#"]
+    assert [f[0] for f in gff3] == sorted((f[0] for f in gff3), key="abc".index) and len({f[0] for f in gff3}) == 3
+    assert [f[8].split(";")[0] for f in gff3] == [f"ID=genolm_{i}" for i in range(1, len(gff3) + 1)]
+    embeddings = np.load(one / "emb.npz")
+    assert embeddings.files == [f"r{i}" for i in range(7)]
+    np.testing.assert_array_equal(np.load(one / "emb.npy"), np.stack([embeddings[f"r{i}"] for i in range(7)]))

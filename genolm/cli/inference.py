@@ -191,6 +191,7 @@ def annotate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
         help="write no intervals for this label (e.g. a background class); repeatable",
     )
     add_runtime_options(annotate, defaults.ANNOTATE_BATCH_SIZE)
+    add_resume_options(annotate)
     annotate.set_defaults(func=run_annotate)
     return annotate
 
@@ -313,5 +314,7 @@ def run_annotate(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         compile=args.compile,
         progress=not args.quiet,
+        resume=args.resume,
+        overwrite=args.overwrite,
     )
     return 0

@@ -27,7 +27,10 @@ bases are written at once, so memory holds a few windows, not a chromosome.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
+import shutil
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -42,6 +45,7 @@ from .. import defaults
 from ..errors import ConfigError, InputDataError, OutputPathError
 from ..genome import iter_records, sequence_lengths
 from ..outputs import atomic_file, check_outputs
+from .distributed import Workers, file_fingerprint, model_fingerprint, run_in_chunks, start_workers
 from .genome import IS_BASE_BYTE
 from .scoring import KmerTable, encode_windows, load_model, max_window_tokens
 
@@ -426,8 +430,19 @@ def annotate_fasta(
     batch_size: int = 8,
     chunk_bases: int = 1 << 20,
     progress: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+    workers: Workers | None = None,
+    fingerprint: dict | None = None,
 ) -> AnnotateReport:
     """Annotate every sequence of ``fasta`` with a loaded model and write intervals to ``out``.
+
+    Each FASTA record is one chunk of work (see :mod:`genolm.inference.distributed`): the records are shared
+    between the processes of a ``torchrun`` / ``accelerate launch`` job, a killed run resumes from the records
+    it finished, and the output is the same whatever the number of processes. Intervals never cross records,
+    so calling each record alone gives today's intervals; the GFF3 ``ID`` numbers are given at the merge, in
+    file order. With tracks, each record's per-base probabilities are kept beside its part until the merge
+    writes the tracks.
 
     Args:
         model, tokenizer: a loaded token-classification model and its tokenizer.
@@ -442,6 +457,8 @@ def annotate_fasta(
         batch_size: windows per forward pass.
         chunk_bases: bases read at a time.
         progress: progress bar.
+        resume, overwrite, workers: see :func:`genolm.inference.distributed.run_in_chunks`.
+        fingerprint: what identifies the model and options for ``resume`` (default: the model's config).
     """
     started = time.perf_counter()
     fasta, out = Path(fasta), Path(out)
@@ -458,46 +475,107 @@ def annotate_fasta(
         raise ConfigError(f"skip_labels {sorted(unknown)} are not labels of the model ({', '.join(labels)})")
     multi_label = getattr(config, "problem_type", None) == "multi_label_classification"
     check_outputs({"--out": out}, {"--fasta": fasta}, folders={"--bigwig-dir": bigwig_dir}, overwrite=True)
+    workers = workers or Workers()
     lengths = sequence_lengths(fasta)
-    report = AnnotateReport(intervals={name: 0 for name in labels})
-    bar = tqdm(total=sum(lengths.values()), desc="annotate", unit="bp", unit_scale=True, disable=not progress)
-    counter = 0
-    with contextlib.ExitStack() as stack:  # every output renamed into place only if all went well
-        handle = stack.enter_context(open(stack.enter_context(atomic_file(out)), "w"))
-        tracks = _TrackWriter(Path(bigwig_dir), labels, lengths, stack) if bigwig_dir else None
-        if fmt == "gff3":
-            handle.write("##gff-version 3\n")
-            handle.writelines(
-                f"##sequence-region {name} 1 {length}\n" for name, length in lengths.items() if length
-            )
-        for name, blocks in iter_records(fasta, chunk_bases):
-            chunks = (block.decode("ascii") for block in blocks)
-            caller = _IntervalCaller(labels, multi_label, threshold, set(skip_labels))
-            bases = 0
+    names = list(lengths)
+    fingerprint = {
+        "command": "annotate",
+        "fasta": file_fingerprint(fasta),
+        "model": {"config_sha256": hashlib.sha256(config.to_json_string().encode()).hexdigest()},
+        **(fingerprint or {}),
+        "options": {"window_tokens": window_tokens, "stride_tokens": stride_tokens, "threshold": threshold,
+                    "skip_labels": sorted(skip_labels), "tracks": bigwig_dir is not None},
+    }
+    bar = tqdm(total=sum(lengths.values()), desc="annotate", unit="bp", unit_scale=True,
+               disable=not (progress and workers.world == 1))
+    records = iter_records(fasta, chunk_bases)
+    done = 0  # records read from ``records``
+
+    def write_chunk(chunk: int, path: Path) -> dict:
+        nonlocal done
+        for _ in range(chunk - done):  # records that other processes annotate
+            for _block in next(records)[1]:
+                pass
+        name, blocks = next(records)
+        done = chunk + 1
+        caller = _IntervalCaller(labels, multi_label, threshold, set(skip_labels))
+        report = AnnotateReport(intervals={label: 0 for label in labels})
+        probs_path = _probs_path(path.parent, chunk)
+        with contextlib.ExitStack() as stack:
+            handle = stack.enter_context(open(path, "w"))
+            probs_file = stack.enter_context(open(stack.enter_context(atomic_file(probs_path)), "wb")) \
+                if bigwig_dir else None
+            counter = 0
             for start, probs in predict_bases(
                 model,
                 tokenizer,
-                chunks,
+                (block.decode("ascii") for block in blocks),
                 window_tokens=window_tokens,
                 stride_tokens=stride_tokens,
                 batch_size=batch_size,
                 progress_bar=bar,
             ):
-                counter = _write_intervals(
-                    handle, fmt, name, labels, caller.add(start, probs), report, counter
-                )
-                if tracks is not None:
-                    tracks.add(name, start, probs)
-                bases = start + len(probs)
-            counter = _write_intervals(handle, fmt, name, labels, caller.finish(), report, counter)
-            report.sequences += 1
-            report.bases += bases
-        if tracks is not None:
-            tracks.close()
-            report.tracks = [str(p) for p in tracks.paths]
+                counter = _write_intervals(handle, fmt, name, labels, caller.add(start, probs), report, counter)
+                if probs_file is not None:
+                    probs_file.write(np.ascontiguousarray(probs, dtype=np.float32).tobytes())
+                report.bases = start + len(probs)
+            _write_intervals(handle, fmt, name, labels, caller.finish(), report, counter)
+        return {"bases": report.bases, "intervals": report.intervals}
+
+    tracks_written: list[str] = []
+
+    def merge(parts: list[Path], path: Path) -> None:
+        with contextlib.ExitStack() as stack:  # the tracks are renamed into place with the intervals
+            tracks = _TrackWriter(Path(bigwig_dir), labels, lengths, stack) if bigwig_dir else None
+            with open(path, "w") as handle:
+                if fmt == "gff3":
+                    handle.write("##gff-version 3\n")
+                    handle.writelines(
+                        f"##sequence-region {name} 1 {length}\n" for name, length in lengths.items() if length
+                    )
+                _join_interval_parts(parts, handle, renumber=fmt == "gff3")
+            if tracks is not None:
+                for chunk, name in enumerate(names):
+                    probs = np.memmap(_probs_path(parts[0].parent, chunk), np.float32, "r")
+                    probs = probs.reshape(-1, len(labels))
+                    for begin in range(0, len(probs), chunk_bases):
+                        tracks.add(name, begin, np.asarray(probs[begin : begin + chunk_bases]))
+                tracks.close()
+                tracks_written.extend(str(p) for p in tracks.paths)
+
+    stats = run_in_chunks(out, len(names), fingerprint, write_chunk, merge, resume=resume, overwrite=overwrite,
+                          workers=workers, progress=progress and workers.world > 1)
     bar.close()
+    report = AnnotateReport(intervals={label: 0 for label in labels}, tracks=tracks_written)
+    for counts in stats:
+        report.sequences += 1
+        report.bases += counts["bases"]
+        for label, n in counts["intervals"].items():
+            report.intervals[label] += n
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _probs_path(folder: Path, chunk: int) -> Path:
+    """Where a record's per-base probabilities wait for the merge to write the tracks (float32, bases x
+    labels), beside the record's part."""
+    return folder / f"part-{chunk:08d}.probs"
+
+
+_GFF3_ID = re.compile(r"\tID=genolm_\d+;")
+
+
+def _join_interval_parts(parts: list[Path], handle, renumber: bool) -> None:
+    """Copy the records' interval lines in order; GFF3 ``ID`` s numbered over the whole file."""
+    counter = 0
+    for part in parts:
+        with open(part) as source:
+            if not renumber:
+                shutil.copyfileobj(source, handle, 1 << 20)
+                continue
+            for line in source:
+                counter += 1
+                handle.write(_GFF3_ID.sub(f"\tID=genolm_{counter};", line, count=1))
 
 
 def run_annotate(
@@ -516,15 +594,22 @@ def run_annotate(
     dtype: str | None = defaults.DTYPE,
     compile: bool = defaults.COMPILE,
     progress: bool = True,
+    resume: bool = False,
+    overwrite: bool = False,
+    workers: Workers | None = None,
 ) -> AnnotateReport:
-    """``genolm annotate``: load a token-classification checkpoint and run :func:`annotate_fasta`; prints bp/s."""
+    """``genolm annotate``: load a token-classification checkpoint and run :func:`annotate_fasta`; prints bp/s.
+    Started as several processes, they share the FASTA's records (see :func:`annotate_fasta`)."""
     check_outputs(
         {"--out": out},
         {"--fasta": fasta, "--model": model if isinstance(model, (str, os.PathLike)) else None},
         folders={"--bigwig-dir": bigwig_dir},
         overwrite=True,
     )
-    model, tokenizer = load_model(model, tokenizer, "token-classification", device, dtype, compile)
+    workers = workers or start_workers(device)
+    fingerprint = {"model": model_fingerprint(model), "dtype": dtype}
+    model, tokenizer = load_model(model, tokenizer, "token-classification", workers.device or device, dtype,
+                                  compile)
     report = annotate_fasta(
         model,
         tokenizer,
@@ -537,8 +622,12 @@ def run_annotate(
         skip_labels=skip_labels,
         batch_size=batch_size,
         progress=progress,
+        resume=resume,
+        overwrite=overwrite,
+        workers=workers,
+        fingerprint=fingerprint,
     )
-    if progress:
+    if progress and workers.is_main:
         counts = ", ".join(f"{n} {label}" for label, n in report.intervals.items())
         kind = (
             "bigWig"

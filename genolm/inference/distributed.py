@@ -51,6 +51,7 @@ __all__ = [
     "chunk_bounds",
     "concatenate",
     "file_fingerprint",
+    "model_fingerprint",
     "parts_folder",
     "run_in_chunks",
     "start_workers",
@@ -155,6 +156,15 @@ def file_fingerprint(path: str | os.PathLike | None) -> Any:
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
+def model_fingerprint(model) -> object:
+    """What identifies the model for resuming: its folder's files, a Hub id, or a loaded model's config."""
+    if isinstance(model, (str, os.PathLike)):
+        return file_fingerprint(model) if Path(model).exists() else str(model)
+    config = getattr(model, "config", None)
+    described = config.to_json_string() if config is not None else type(model).__name__
+    return {"class": type(model).__name__, "config_sha256": hashlib.sha256(described.encode()).hexdigest()}
+
+
 def parts_folder(output: str | os.PathLike) -> Path:
     """The folder holding the parts of ``output`` while a run is under way."""
     output = Path(output)
@@ -222,11 +232,10 @@ def _prepare_parts(
                 "differ); rerun with the same ones, or pass --overwrite to start over"
             )
         done = {chunk for chunk in range(n_chunks) if _read_marker(folder, chunk, output) is not None}
-    keep = {LOCK_NAME} | {_part_name(c, output) for c in done} | {_marker(folder, c).name for c in done}
-    if resume:
-        keep.add(JOURNAL)  # checked above
+    keep = {LOCK_NAME, JOURNAL} if resume else {LOCK_NAME}  # the journal was checked above
+    prefixes = tuple(f"part-{c:08d}" for c in done)
     for entry in folder.iterdir():  # parts that do not verify, temporaries of a killed run
-        if entry.name not in keep:
+        if entry.name not in keep and not entry.name.startswith(prefixes or ("\0",)):
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     if not journal.exists():
         with atomic_file(journal) as tmp:
@@ -267,6 +276,8 @@ def run_in_chunks(
             run must match it. ``n_chunks`` is added to it.
         write_chunk: ``write_chunk(i, path)`` writes chunk ``i`` to ``path`` (a file named like the output, so
             writers may pick the format by its suffixes) and may return JSON-able counts kept with the part.
+            It may also write side files named ``part-NNNNNNNN.*`` (``N`` = ``i``) in ``path.parent``,
+            complete before it returns; they are kept with the part.
         merge: ``merge(parts, path)`` concatenates the part files (in chunk order) into ``path`` (main only).
         resume: keep the parts of an interrupted run with the same fingerprint.
         overwrite: clear the parts of another run instead of refusing them.

@@ -27,10 +27,17 @@ from .. import defaults
 from ..errors import ConfigError
 from ..genome import complement, is_base, parse_region, read_gff3
 from ..outputs import atomic_file, check_outputs
-from .distributed import Workers, chunk_bounds, file_fingerprint, run_in_chunks, start_workers
+from .distributed import (
+    Workers,
+    chunk_bounds,
+    file_fingerprint,
+    model_fingerprint,
+    run_in_chunks,
+    start_workers,
+)
 from .genome import Genome
 from .scoring import KmerTable, encode_windows, load_model, masked_log_probs
-from .vep import SNV, _check_window, model_fingerprint, naive_variant_score
+from .vep import SNV, _check_window, naive_variant_score
 
 __all__ = ["ISMResult", "ism_region", "naive_ism_region", "plot_ism", "run_ism"]
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import io
 import math
 import os
@@ -57,7 +56,15 @@ from .. import defaults
 from ..errors import ConfigError, InputDataError
 from ..genome import complement, is_base
 from ..outputs import check_outputs
-from .distributed import Workers, chunk_bounds, concatenate, file_fingerprint, run_in_chunks, start_workers
+from .distributed import (
+    Workers,
+    chunk_bounds,
+    concatenate,
+    file_fingerprint,
+    model_fingerprint,
+    run_in_chunks,
+    start_workers,
+)
 from .genome import Genome, Window
 from .scoring import (
     EncodedBatch,
@@ -688,15 +695,6 @@ def _count_records(readable: Path, vcf: Path) -> int:
         raise InputDataError(f"{vcf}: pysam cannot parse a record: {err}") from None
     finally:
         reader.close()
-
-
-def model_fingerprint(model) -> object:
-    """What identifies the model for resuming: its folder's files, a Hub id, or a loaded model's config."""
-    if isinstance(model, (str, os.PathLike)):
-        return file_fingerprint(model) if Path(model).exists() else str(model)
-    config = getattr(model, "config", None)
-    described = config.to_json_string() if config is not None else type(model).__name__
-    return {"class": type(model).__name__, "config_sha256": hashlib.sha256(described.encode()).hexdigest()}
 
 
 class _RecordCursor:
