@@ -230,7 +230,7 @@ def run_cli(args: list[str], **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "genolm", *args], env=env, **kwargs)
 
 
-def test_sigkill_then_resume_writes_what_an_uninterrupted_run_writes(tiny_mlm_dir, chr5, tmp_path):
+def test_sigkill_then_resume_writes_what_an_uninterrupted_run_writes(tiny_mlm_dir, chr5, tmp_path, capsys):
     fasta, gff3 = chr5
     # One gene a chunk, scored one window at a time: chunks slow enough to kill the run between two of them.
     args = ["--ids", "AT5G66600,AT5G66607,AT5G66610,AT5G66620,AT5G66650,AT5G66660", "--chunk-features", "1",
@@ -254,6 +254,9 @@ def test_sigkill_then_resume_writes_what_an_uninterrupted_run_writes(tiny_mlm_di
 
     with pytest.warns(UserWarning, match="taking over the lock of run pid"):  # the killed run's lock file
         assert main(ism_args(tiny_mlm_dir, fasta, gff3, killed, *args)) == 2  # parts of a killed run: --resume
+    capsys.readouterr()
+    assert main(ism_args(tiny_mlm_dir, fasta, gff3, killed, *args, "--resume", "--upstream", "151")) == 2
+    assert "(promoters differ)" in capsys.readouterr().err  # other regions: not the killed run
     assert main(ism_args(tiny_mlm_dir, fasta, gff3, killed, *args, "--resume")) == 0
     assert pq.read_table(table).equals(pq.read_table(whole.with_name("prom.parquet")))
     assert killed.with_name("prom.summary.tsv").read_bytes() == whole.with_name("prom.summary.tsv").read_bytes()
