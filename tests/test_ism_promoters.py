@@ -153,7 +153,7 @@ def test_clipped_promoter_is_reported_and_scored_to_the_sequence_end(tiny_mlm_di
     cut = write_fasta(tmp_path / "cut.fa", {CHR5: Genome(fasta).fetch(CHR5, 0, 603_340)})
     out = tmp_path / "clipped"
     assert main(ism_args(tiny_mlm_dir, cut, gff3, out, "--ids", "AT5G66600")) == 0
-    assert "AT5G66600: promoter clipped at the end of" in capsys.readouterr().err
+    assert "AT5G66600: promoter clipped at an end of Chr5_25975502_26975502 (45 upstream, 0 downstream" in capsys.readouterr().err
     table = pd.read_parquet(out.with_name("clipped.parquet"))
     assert table.pos.min() == 603_325 - DOWN + 1 and table.pos.max() == 603_340  # 45 of 60 upstream lost
     summary = pd.read_csv(out.with_name("clipped.summary.tsv"), sep="\t")

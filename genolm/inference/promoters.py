@@ -19,6 +19,8 @@ over the processes of ``torchrun`` and resumable after a kill.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import sys
@@ -493,7 +495,7 @@ def run_promoter_ism(
     for p in promoters:
         if p.clipped_upstream or p.clipped_downstream:
             notes.append(
-                f"{p.feature_id}: promoter clipped at the end of {p.chrom} ({p.clipped_upstream} upstream, "
+                f"{p.feature_id}: promoter clipped at an end of {p.chrom} ({p.clipped_upstream} upstream, "
                 f"{p.clipped_downstream} downstream bases lost)"
             )
 
@@ -541,7 +543,9 @@ def run_promoter_ism(
         "fasta": file_fingerprint(fasta),
         "gff3": file_fingerprint(gff3),
         "model": model_id,
-        "promoters": [[p.feature_id, p.chrom, p.start, p.end, p.strand] for p in promoters],
+        "promoters": hashlib.sha256(
+            json.dumps([[p.feature_id, p.chrom, p.start, p.end, p.strand] for p in promoters]).encode()
+        ).hexdigest(),
         "features_per_chunk": features_per_chunk,
         "window_tokens": window_tokens,
         "rc": rc,
