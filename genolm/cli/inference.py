@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from genolm import defaults
-from genolm.cli.options import add_resume_options, add_runtime_options, apply_runtime_options
+from genolm.cli.options import add_resume_options, add_runtime_options, apply_runtime_options, comma_list
 
 WINDOW_HELP = (
     "tokens per window, <cls> excluded (default: the model's maximum, e.g. 1023 tokens = 6,138 bp for 6-mers); "
@@ -61,24 +61,77 @@ def vep_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return vep
 
 
+CHUNK_BASES = 6_000  # default of --chunk-bases
+
+
 def ism_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """``genolm ism``: in-silico mutagenesis of a region."""
+    """``genolm ism``: in-silico mutagenesis of a region, or of the promoters of GFF3 features."""
     ism = subparsers.add_parser(
         "ism",
-        help="in-silico mutagenesis: score every single-base substitution in a region",
+        help="in-silico mutagenesis: score every single-base substitution in a region or in promoters",
         description="Score all 3 substitutions of every base in a region like `genolm vep` scores an SNV. One "
-        "masked forward pass scores all 3k substitutions of a k-mer token. Writes a TSV (chrom, pos, ref, alt, "
-        "score; pos 1-based) and optionally a heatmap.",
+        "masked forward pass scores all 3k substitutions of a k-mer token. With --region: writes a TSV (chrom, "
+        "pos, ref, alt, score; pos 1-based) and optionally a heatmap. With --feature TYPE --gff3 G: scores the "
+        "promoter of every feature of that type (--upstream bases before its 5' end and --downstream from it, "
+        "on its strand; clipped at sequence ends; overlapping promoters are scored once per feature) and writes "
+        "PREFIX.parquet (feature_id, chrom, strand, pos, rel_pos, ref, alt, score; forward-strand bases, pos "
+        "1-based, rel_pos 0 at the 5' end and negative upstream), PREFIX.summary.tsv (one row per feature) and, "
+        "with --plot-top K, heatmaps in PREFIX.plots/. Promoter runs split over `torchrun` processes and resume "
+        "with --resume.",
     )
     ism.add_argument("--model", required=True, help="masked-LM checkpoint folder")
     ism.add_argument("--fasta", required=True, help="reference FASTA (.fa, .fa.gz)")
-    ism.add_argument(
-        "--region", required=True, help="NAME:START-END, 1-based closed (as in samtools), or NAME"
+    what = ism.add_mutually_exclusive_group(required=True)
+    what.add_argument("--region", help="NAME:START-END, 1-based closed (as in samtools), or NAME")
+    what.add_argument(
+        "--feature",
+        metavar="TYPE",
+        help="score the promoters of the --gff3 features of this type (column 3, e.g. gene, mRNA)",
     )
-    ism.add_argument("--out", required=True, help="output table (.tsv)")
-    ism.add_argument("--plot", default=None, help="heatmap image (.png, .pdf, .svg): positions x bases")
     ism.add_argument(
-        "--gff3", default=None, help="draw the GFF3 features overlapping the region under the heatmap"
+        "--out",
+        required=True,
+        help="--region: output table (.tsv); --feature: output prefix PREFIX (PREFIX.parquet, "
+        "PREFIX.summary.tsv, PREFIX.plots/)",
+    )
+    ism.add_argument(
+        "--plot", default=None, help="--region: heatmap image (.png, .pdf, .svg): positions x bases"
+    )
+    ism.add_argument(
+        "--gff3",
+        default=None,
+        help="--region: draw the GFF3 features overlapping the region under the heatmap; --feature: the "
+        "annotation to take the features from",
+    )
+    promoters = ism.add_argument_group("promoters (--feature)")
+    promoters.add_argument(
+        "--upstream",
+        type=int,
+        default=1000,
+        help="bases before the 5' end, on the feature's strand (default 1000)",
+    )
+    promoters.add_argument(
+        "--downstream", type=int, default=200, help="bases from the 5' end into the feature (default 200)"
+    )
+    ids = promoters.add_mutually_exclusive_group()
+    ids.add_argument(
+        "--ids", type=comma_list, default=None, help="only these features, by ID or Name: id1,id2,..."
+    )
+    ids.add_argument(
+        "--ids-file", default=None, help="only the features listed in this file (one ID or Name a line)"
+    )
+    promoters.add_argument(
+        "--plot-top",
+        type=int,
+        default=0,
+        metavar="K",
+        help="heatmaps of the K features with the highest mean |score| in PREFIX.plots/ (default 0: none)",
+    )
+    promoters.add_argument(
+        "--chunk-features",
+        type=int,
+        default=16,
+        help="features per unit of work: a Parquet part that --resume keeps and processes share (default 16)",
     )
     ism.add_argument("--rc", action="store_true", help="average with the reverse-complement strand")
     ism.add_argument(
@@ -90,8 +143,9 @@ def ism_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     ism.add_argument(
         "--chunk-bases",
         type=int,
-        default=6_000,
-        help="bases scored at a time: the unit shared between processes and of --resume (default 6000)",
+        default=CHUNK_BASES,
+        help=f"--region: bases scored at a time: the unit shared between processes and of --resume "
+        f"(default {CHUNK_BASES})",
     )
     add_runtime_options(ism, defaults.ISM_BATCH_SIZE)
     add_resume_options(ism)
@@ -167,9 +221,48 @@ def run_vep(args: argparse.Namespace) -> int:
 
 
 def run_ism(args: argparse.Namespace) -> int:
+    from genolm.errors import ConfigError
     from genolm.inference import ism
 
     apply_runtime_options(args)
+    if args.feature is not None:
+        from genolm.inference import promoters
+
+        if args.gff3 is None:
+            raise ConfigError("--feature needs --gff3, the annotation to take the features from")
+        if args.plot is not None:
+            raise ConfigError("--plot draws one --region; with --feature use --plot-top K")
+        if args.chunk_bases != CHUNK_BASES:
+            raise ConfigError("--chunk-bases cuts one --region; with --feature the unit is --chunk-features")
+        promoters.run_promoter_ism(
+            args.model,
+            args.fasta,
+            args.gff3,
+            args.out,
+            feature=args.feature,
+            ids=args.ids,
+            ids_file=args.ids_file,
+            upstream=args.upstream,
+            downstream=args.downstream,
+            plot_top=args.plot_top,
+            window_tokens=args.window_tokens,
+            rc=args.rc,
+            naive=args.naive,
+            features_per_chunk=args.chunk_features,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            batch_size=args.batch_size,
+            device=args.device,
+            dtype=args.dtype,
+            compile=args.compile,
+            progress=not args.quiet,
+        )
+        return 0
+    used = [flag for flag, value, default in PROMOTER_ONLY if getattr(args, value) != default]
+    if used:
+        raise ConfigError(
+            f"{', '.join(used)} select or write promoters: use them with --feature, not --region"
+        )
     ism.run_ism(
         args.model,
         args.fasta,
@@ -190,6 +283,17 @@ def run_ism(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     return 0
+
+
+# (flag, attribute, default) of the options that only --feature reads.
+PROMOTER_ONLY = [
+    ("--upstream", "upstream", 1000),
+    ("--downstream", "downstream", 200),
+    ("--ids", "ids", None),
+    ("--ids-file", "ids_file", None),
+    ("--plot-top", "plot_top", 0),
+    ("--chunk-features", "chunk_features", 16),
+]
 
 
 def run_annotate(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from ..genome import parse_region
 from .annotate import AnnotateReport, annotate_fasta, naive_predict_bases, predict_bases, run_annotate
 from .genome import Genome, TokenGrid, Window
 from .ism import ISMResult, ism_region, naive_ism_region, plot_ism, run_ism
+from .promoters import run_promoter_ism
 from .scoring import load_model
 from .vep import SKIP_REASONS, SNV, VariantScore, VepReport, naive_variant_score, run_vep, score_variants
 
@@ -33,6 +34,7 @@ __all__ = [
     "predict_bases",
     "run_annotate",
     "run_ism",
+    "run_promoter_ism",
     "run_vep",
     "score_variants",
 ]

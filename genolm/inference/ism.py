@@ -215,9 +215,11 @@ def plot_ism(
         "tRNA",
         "rRNA",
     ),
+    title: str | None = None,
 ) -> None:
     """Heatmap of an ISM result (positions x bases A/C/G/T, blue = alternative less likely), reference bases
-    marked, with the GFF3 features overlapping the region drawn underneath when ``gff3`` is given."""
+    marked, with the GFF3 features overlapping the region drawn underneath when ``gff3`` is given. ``title``
+    replaces the default (the region)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -258,7 +260,7 @@ def plot_ism(
     )
     ax.set_yticks(range(4), list(BASES))
     ax.set_ylabel("alternative base")
-    ax.set_title(f"ISM {result.chrom}:{result.start + 1:,}-{result.end:,} (log P(alt) - log P(ref))")
+    ax.set_title(title or f"ISM {result.chrom}:{result.start + 1:,}-{result.end:,} (log P(alt) - log P(ref))")
     fig.colorbar(image, ax=axes[:, 0].tolist(), shrink=0.8, label="score")
     if tracks:
         fax = axes[1, 0]
