@@ -453,7 +453,7 @@ def test_vep_writes_every_record_of_real_world_vcfs(tiny_mlm_dir, shared_data, t
         (r[0], int(r[1]), r[3], r[4]) for r in records
     ]
     assert [r.filter.keys() for r in output] == [r[6].split(";") for r in records]
-    for i, (record, row) in enumerate(zip(output, records)):
+    for i, record in enumerate(output):
         if edit is _symbolic and i in (1, 2):  # a 100-bp <DEL> in 16-token windows; an <INS> without sequence
             assert record.info["GENOLM_SKIP"] == ("too_long" if i == 1 else "unresolved_symbolic")
             assert "GENOLM_LLR" not in record.info
