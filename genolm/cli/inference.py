@@ -33,7 +33,7 @@ def vep_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "PLL sums log P(token | that token masked) over the changed tokens and one flank token each side (one "
         "forward pass per token). Every record is written, in order; records that cannot be scored carry "
         "GENOLM_SKIP (unknown_contig, pos_out_of_range, ref_mismatch, no_alt, spanning_deletion, "
-        "unresolved_symbolic, too_long: changed part over W // 2 tokens, ref_not_acgt, alt_not_acgt). VCF POS "
+        "unresolved_symbolic, too_long: over half a window of bases changed, ref_not_acgt, alt_not_acgt). VCF POS "
         "is 1-based.",
     )
     vep.add_argument("--model", required=True, help="masked-LM checkpoint folder")

@@ -31,7 +31,9 @@ The flanks are the same tokens on both haplotypes; only the middle differs. With
 tokens) and ``W`` the window size in tokens, the left flank takes ``(W - M) // 2`` tokens and the right flank
 the rest, ``W - M - left`` (a flank that reaches a sequence end gives its unused tokens to the other side), so
 the longer haplotype's window has exactly ``W`` tokens and the other one ``W - |difference of the middles|``.
-A variant whose middle is longer than ``W // 2`` tokens is ``too_long``. On the reverse-complement strand the
+A variant that changes more than ``(W // 2) * k`` bases on either haplotype (half a window) is ``too_long``,
+and so is one whose middle leaves less than one flank token each side (windows of fewer than ``2 k + 2``
+tokens). On the reverse-complement strand the
 same construction runs on the reverse complement (the left flank is then the reverse complement of the bases
 after the edit).
 
@@ -270,7 +272,8 @@ def haplotype_windows(
     genome: Genome, chrom: str, edit: Edit, strand: str, tokenizer, window_tokens: int
 ) -> HaplotypeWindows | None:
     """The REF/ALT windows of ``edit`` on ``strand`` (``"+"`` or ``"-"``) with at most ``window_tokens``
-    tokens, or ``None`` when the longer middle has more than ``window_tokens // 2`` tokens (``too_long``)."""
+    tokens, or ``None`` (``too_long``) when the edit changes more than ``(window_tokens // 2) * k`` bases or its
+    longer middle leaves less than one flank token each side."""
     k = int(tokenizer.k)
     length = genome.lengths[chrom]
     reach = window_tokens * k
@@ -284,10 +287,12 @@ def haplotype_windows(
         left_source, right_source = reverse_complement(after), reverse_complement(before)
         ref_middle, alt_middle = reverse_complement(ref_middle), reverse_complement(alt_middle)
     left_source = left_source[len(left_source) % k :]  # whole k-mers ending at the edit (at a record end too)
+    if max(len(ref_middle), len(alt_middle)) > (window_tokens // 2) * k:
+        return None
     encode = tokenizer.encode_genome
     ref_ids, alt_ids = _encode(encode, ref_middle), _encode(encode, alt_middle)
     middle = max(len(ref_ids), len(alt_ids))
-    if middle > window_tokens // 2:
+    if middle > window_tokens - 2:
         return None
     left_all, right_all = _encode(encode, left_source), _encode(encode, right_source)
     budget = window_tokens - middle

@@ -28,8 +28,8 @@ flanks take ``(W - M) // 2`` and ``W - M - left`` tokens, ``M`` the longer middl
 
 where PLL sums ``log P(token | window with that token masked)`` over the middle's tokens and one flank token
 on each side (one masked forward pass per token, batched). The windows depend only on the two haplotypes, so a
-deletion scores exactly minus the matching insertion on the genome carrying the deletion. A middle of more than
-``W // 2`` tokens is ``too_long``. With ``rc=True`` the same construction on the reverse-complement strand is
+deletion scores exactly minus the matching insertion on the genome carrying the deletion. A change of more than
+``(W // 2) * k`` bases (half a window) is ``too_long``. With ``rc=True`` the same construction on the reverse-complement strand is
 averaged in.
 
 **Embedding distance** (optional): the L2 distance between the mean final-layer embeddings (``<cls>`` left
@@ -123,7 +123,8 @@ SKIP_REASONS = {
     "spanning_deletion": "ALT is '*' (the allele is missing because of an overlapping deletion): nothing to score",
     "unresolved_symbolic": "a symbolic ALT whose alleles cannot be built from the reference (<CNV>, <INS> without "
     "SVINSSEQ, a breakend, <DEL>/<DUP>/<INV> without END or SVLEN)",
-    "too_long": "the changed bases take more than half a window (window_tokens // 2 tokens) on either haplotype",
+    "too_long": "the variant changes more than half a window of bases ((window_tokens // 2) * k) on either "
+    "haplotype",
     "ref_not_acgt": "a reference base the variant changes is N or another non-A/C/G/T character",
     "alt_not_acgt": "ALT (or SVINSSEQ) holds N or an IUPAC ambiguity code",
 }
@@ -250,7 +251,7 @@ def score_variants(
     results = []
     snvs: list[tuple[int, SNV]] = []
     edits: list[tuple[int, str, Edit]] = []
-    max_bases = (window_tokens // 2) * table.k  # a middle of more bases has more than window_tokens // 2 tokens
+    max_bases = (window_tokens // 2) * table.k  # half a window: longer changes are too_long
     for i, given in enumerate(variants):
         variant = as_variant(given)
         reason = check_alleles(genome, variant)
