@@ -150,6 +150,39 @@ def test_pll_score_equals_a_direct_loop(mlm, chr5, chr5_seq):
         assert forward_only.llr == pytest.approx(naive[0], abs=1e-4)
 
 
+def test_strand_averaged_indel_score_is_symmetric_under_reverse_complement(mlm, chr5, tmp_path):
+    """With rc=True, an indel on a Chr5 excerpt and the mirrored indel on its reverse complement score alike (the
+    minus-strand windows of one are the plus-strand windows of the other)."""
+    model, tokenizer = mlm
+    seq = chr5.fetch(CHR5, 600_000, 603_001).upper()
+    forward = Genome(write_fasta(tmp_path / "f.fa", {"x": seq}))
+    reverse = Genome(write_fasta(tmp_path / "r.fa", {"x": reverse_complement(seq)}))
+    length = len(seq)
+    changes = []  # (start, end, inserted): deletions and insertions that cannot slide left or right
+    for s, size in ((700, 5), (1500, 13), (2990, 4)):
+        while seq[s - 1] == seq[s + size - 1] or seq[s + size] == seq[s]:
+            s += 1
+        changes.append((s, s + size, ""))
+    p = 2000
+    while seq[p - 1] == "A" or seq[p] == "G":
+        p += 1
+    changes.append((p, p, "GATTACA"))
+    variants, mirrored = [], []
+    for s, e, inserted in changes:
+        variants.append(SNV("x", s - 1, seq[s - 1 : e], seq[s - 1] + inserted))
+        # On the reverse complement the base after the change pads it on the left.
+        m_start = length - e - 1
+        m_ref = reverse_complement(seq[s : e + 1])
+        mirrored.append(SNV("x", m_start, m_ref, m_ref[0] + reverse_complement(inserted)))
+    a = score_variants(model, tokenizer, forward, variants, window_tokens=WINDOW, rc=True, embedding_distance=True)
+    b = score_variants(model, tokenizer, reverse, mirrored, window_tokens=WINDOW, rc=True, embedding_distance=True)
+    assert all(x.skip is None and y.skip is None for x, y in zip(a, b))
+    np.testing.assert_allclose([x.llr for x in a], [y.llr for y in b], atol=1e-5)
+    np.testing.assert_allclose([x.emb_dist for x in a], [y.emb_dist for y in b], atol=1e-5)
+    single = score_variants(model, tokenizer, forward, variants, window_tokens=WINDOW)
+    assert not np.allclose([x.llr for x in a], [x.llr for x in single])  # the reverse strand does contribute
+
+
 def test_symbolic_alleles_score_as_their_explicit_sequences(mlm, chr5, chr5_seq):
     """<DEL> (END or SVLEN), <DUP>, <INV> and <INS> with SVINSSEQ score as the same change written as REF/ALT
     sequences; an MNV that differs at one base scores as that SNV."""
