@@ -226,6 +226,7 @@ def test_unscorable_variants_carry_their_reason(mlm, chr5, chr5_seq, tmp_path):
             Variant.from_alleles(CHR5, p, seq[p], "<CNV>", end=p + 20),
             Variant.from_alleles(CHR5, p, seq[p], "<INS>"),
             Variant.from_alleles(CHR5, p, seq[p], "<DEL>", end=p + 1),  # no END beyond POS, no SVLEN
+            Variant.from_alleles(CHR5, p, seq[p], "<DEL>", end=p + 1, svlen="long"),  # SVLEN not a number
             Variant.from_alleles(CHR5, p, seq[p], "<DUP:INT>", end=p + 20),
             Variant.from_alleles(CHR5, p, seq[p], f"{seq[p]}]{CHR5}:5000]"),  # a breakend
         ],

@@ -128,7 +128,8 @@ class Variant:
                 return cls(chrom, pos, ref, alt, kind, span, inserted)
             if kind in ("DEL", "DUP", "INV"):
                 if end is None or end < pos + 2:  # no base after the padding base: take SVLEN
-                    end = pos + 1 + abs(int(svlen)) if svlen else None
+                    size = _integer(svlen)
+                    end = pos + 1 + abs(size) if size else None
                 if end is None or end < pos + 2:
                     return cls(chrom, pos, ref, alt, "unresolved", span)
                 return cls(chrom, pos, ref, alt, kind, int(end))
@@ -138,6 +139,14 @@ class Variant:
         if len(ref) == len(alt):
             return cls(chrom, pos, ref, alt, "snv" if len(ref) == 1 else "mnv", span)
         return cls(chrom, pos, ref, alt, "indel", span)
+
+
+def _integer(value) -> int | None:
+    """An INFO value as an integer (SVLEN declared as a String by a caller, or undeclared), else ``None``."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 class Edit(NamedTuple):
