@@ -253,9 +253,10 @@ def test_vep_two_processes_write_the_outputs_of_one(tiny_mlm_dir, shared_data, t
     table = read_parquet(tmp_path / "scored.parquet").to_pylist()
     assert len(table) == len(tsv) - 1 == 45
     for row, line in zip(table, tsv[1:]):
-        chrom, pos, vid, ref, alt, llr, emb, skip = line.split("\t")
+        chrom, pos, vid, ref, alt, llr, emb, pct, skip = line.split("\t")
         assert (row["chrom"], row["pos"], row["id"], row["ref"], row["alt"]) == (chrom, int(pos), vid, ref, alt)
         assert row["llr"] == (float(llr) if llr else None) and row["skip"] == (skip or None)
+        assert row["llr_pct"] == (float(pct) if pct else None)
 
 
 def descendants(pid: int) -> list[int]:

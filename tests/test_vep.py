@@ -111,7 +111,7 @@ def test_vep_equals_direct_recomputation_on_real_vcf(mlm, shared_data, tmp_path)
     assert len(rows) == 83
     snvs = [r for r in rows if len(r["ref"]) == 1 and len(r["alt"]) == 1]
     assert len(snvs) == 52 and all(r["llr"] and not r["skip"] for r in snvs)
-    assert all(r["skip"] == "not_snv" and not r["llr"] for r in rows if r not in snvs)
+    assert all(r["llr"] and not r["skip"] for r in rows if r not in snvs)  # the indels: haplotype PLL scores
     sample = random.Random(1).sample(snvs, 5)
     variants = [SNV(r["chrom"], int(r["pos"]) - 1, r["ref"], r["alt"]) for r in sample]
     both_strands = score_variants(model, tokenizer, genome, variants, window_tokens=WINDOW, rc=True)
@@ -285,10 +285,8 @@ def test_output_vcf_keeps_every_record_with_reasons(tiny_mlm_dir, shared_data, t
             assert skip == "no_alt"
         elif i == multi:  # first and third ALT scored, '*' is not
             llr = record.info["GENOLM_LLR"]
-            assert skip == "not_snv" and llr[0] is not None and llr[1] is None and llr[2] is not None
-        elif len(row[3]) != 1 or len(row[4]) != 1:
-            assert skip == "not_snv" and "GENOLM_LLR" not in record.info
-        else:
+            assert skip == "spanning_deletion" and llr[0] is not None and llr[1] is None and llr[2] is not None
+        else:  # SNVs and indels
             assert skip is None and np.isfinite(record.info["GENOLM_LLR"][0])
             assert record.info["GENOLM_EMB_DIST"][0] >= 0
         # The input's own fields survive.
@@ -347,7 +345,7 @@ def test_vcf_without_header_or_fileformat_fails(tmp_path):
 
 
 def test_vep_on_chr5_vcf_gz_reference(mlm, shared_data, tmp_path):
-    """The bgzip, soft-masked Chr5 excerpt: every REF matches (case ignored), SNVs scored, indels tagged."""
+    """The bgzip, soft-masked Chr5 excerpt: every REF matches (case ignored), SNVs and indels scored."""
     model, tokenizer = mlm
     out = tmp_path / "chr5.tsv"
     report = run_vep(
@@ -359,7 +357,7 @@ def test_vep_on_chr5_vcf_gz_reference(mlm, shared_data, tmp_path):
         window_tokens=WINDOW,
         progress=False,
     )
-    assert report.records == 45 and report.scored == 36 and report.skipped == {"not_snv": 9}
+    assert report.records == 45 and report.scored == 45 and report.skipped == {}
     assert len(read_tsv(out)) == 45
 
 
@@ -455,10 +453,10 @@ def test_vep_writes_every_record_of_real_world_vcfs(tiny_mlm_dir, shared_data, t
         (r[0], int(r[1]), r[3], r[4]) for r in records
     ]
     assert [r.filter.keys() for r in output] == [r[6].split(";") for r in records]
-    for record, row in zip(output, records):
-        symbolic = row[4].startswith("<")
-        if symbolic or len(row[3]) != 1 or len(row[4]) != 1:
-            assert record.info["GENOLM_SKIP"] == "not_snv" and "GENOLM_LLR" not in record.info
+    for i, record in enumerate(output):
+        if edit is _symbolic and i in (1, 2):  # a 100-bp <DEL> in 16-token windows; an <INS> without sequence
+            assert record.info["GENOLM_SKIP"] == ("too_long" if i == 1 else "unresolved_symbolic")
+            assert "GENOLM_LLR" not in record.info
         else:
             assert "GENOLM_SKIP" not in record.info and np.isfinite(record.info["GENOLM_LLR"][0])
     if edit is _undeclared_info:
@@ -481,7 +479,7 @@ def test_vep_reads_plain_gzip_vcf(tiny_mlm_dir, shared_data, tmp_path):
     out = tmp_path / "scored.tsv"
     report = run_vep(tiny_mlm_dir, shared_data / "athaliana_chr5_tail.fa.gz", vcf, out,
                      window_tokens=WINDOW, device="cpu", progress=False)
-    assert report.records == 45 and report.scored == 36 and len(read_tsv(out)) == 45
+    assert report.records == 45 and report.scored == 45 and len(read_tsv(out)) == 45
 
 
 def test_vep_error_midway_leaves_nothing_at_the_output(tiny_mlm_dir, shared_data, tmp_path, monkeypatch):

@@ -269,7 +269,7 @@ def test_publish_then_load_then_vep_and_embed(shared_data, tiny_mlm_dir, tmp_pat
     with pysam.VariantFile(str(out)) as vcf:
         records = list(vcf)
     assert len(records) == 83
-    assert sum("GENOLM_LLR" in r.info for r in records) == 52  # the SNVs
+    assert sum("GENOLM_LLR" in r.info for r in records) == 83  # the 52 SNVs and the 31 indels
 
     embeddings = tmp_path / "emb.parquet"
     assert main(["embed", "--model", str(published), "--fasta", str(fasta), "--out", str(embeddings), "--quiet"]) == 0
@@ -374,7 +374,7 @@ def test_vep_indexes_a_bgzipped_output(shared_data, tiny_mlm_dir, tmp_path, one_
     vcf = shared_data / "athaliana_chloroplast.vcf"
     out = tmp_path / "scored.vcf.gz"
     assert main(["vep", "--model", str(tiny_mlm_dir), "--fasta", str(shared_data / "athaliana_chloroplast.fa"),
-                 "--vcf", str(vcf), "--out", str(out), "--quiet"]) == 0
+                 "--vcf", str(vcf), "--out", str(out), "--window-tokens", "64", "--quiet"]) == 0
     assert (tmp_path / "scored.vcf.gz.tbi").exists()
     positions = [int(line.split("\t")[1]) for line in vcf.read_text().splitlines() if not line.startswith("#")]
     with pysam.VariantFile(str(out)) as scored:

@@ -25,11 +25,19 @@ def vep_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """``genolm vep``: zero-shot variant effect scores."""
     vep = subparsers.add_parser(
         "vep",
-        help="zero-shot variant effect scores of a VCF (masked-marginal log-likelihood ratio)",
-        description="Score every SNV of a VCF with a masked language model: the token holding the variant is "
-        "masked and GENOLM_LLR = log P(alt k-mer) - log P(ref k-mer). Every record is written, in order; records "
-        "that cannot be scored carry GENOLM_SKIP (unknown_contig, pos_out_of_range, ref_mismatch, not_snv, "
-        "no_alt, ref_not_acgt, alt_not_acgt). VCF POS is 1-based.",
+        help="zero-shot variant effect scores of a VCF (SNVs, indels, MNVs, symbolic SVs)",
+        description="Score every ALT allele of a VCF with a masked language model. SNV: the token holding the "
+        "variant is masked and GENOLM_LLR = log P(alt k-mer) - log P(ref k-mer). Indel, MNV, <DEL>, <INS> (with "
+        "INFO SVINSSEQ), <DUP> (tandem), <INV> (INFO END or SVLEN): the change is trimmed and left-aligned, and "
+        "GENOLM_LLR = PLL(ALT window) - PLL(REF window). Both windows share the same flanks: the left flank is "
+        "whole k-mers ending exactly where the change starts, the right flank k-mers from where it ends; the "
+        "changed bases between them are tokenised alone (k-mers, then single bases). The flanks take "
+        "(W - M) // 2 and the rest of W tokens, M the longer changed part, so the longer window has W tokens. "
+        "PLL sums log P(token | that token masked) over the changed tokens and one flank token each side (one "
+        "forward pass per token). Every record is written, in order; records that cannot be scored carry "
+        "GENOLM_SKIP (unknown_contig, pos_out_of_range, ref_mismatch, no_alt, spanning_deletion, "
+        "unresolved_symbolic, too_long: over half a window of bases changed, ref_not_acgt, alt_not_acgt). VCF POS "
+        "is 1-based.",
     )
     vep.add_argument("--model", required=True, help="masked-LM checkpoint folder")
     vep.add_argument(
@@ -42,13 +50,29 @@ def vep_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="output .vcf, .vcf.gz (bgzip + tabix index), .bcf (input records + INFO fields), .tsv (one row per ALT "
         "allele, pos 1-based) or .parquet (the same rows, typed)",
     )
-    vep.add_argument("--rc", action="store_true", help="average with the reverse-complement strand")
+    vep.add_argument(
+        "--rc", action="store_true", help="average with the reverse-complement strand (SNVs and indels alike)"
+    )
     vep.add_argument(
         "--embedding-distance",
         action="store_true",
         help="also write GENOLM_EMB_DIST: L2 distance of the mean final embeddings of the ref and alt windows",
     )
-    vep.add_argument("--window-tokens", type=int, default=None, help=WINDOW_HELP)
+    vep.add_argument(
+        "--background",
+        type=int,
+        default=0,
+        metavar="N",
+        help="score N random SNVs of the FASTA once (positions uniform over its A/C/G/T bases, a random other "
+        "base) and write each allele's percentile among them: GENOLM_LLR_PCT (TSV llr_pct) = percentage of "
+        "background scores <= the allele's GENOLM_LLR; the background holds SNVs only (default 0: none)",
+    )
+    vep.add_argument(
+        "--background-seed", type=int, default=0, help="random seed of the --background SNVs (default 0)"
+    )
+    vep.add_argument(
+        "--window-tokens", type=int, default=None, help=WINDOW_HELP + " (an SNV's; indels: see above)"
+    )
     vep.add_argument(
         "--chunk-records",
         type=int,
@@ -216,6 +240,8 @@ def run_vep(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         resume=args.resume,
         overwrite=args.overwrite,
+        background=args.background,
+        background_seed=args.background_seed,
     )
     return 0
 

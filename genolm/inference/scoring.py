@@ -35,7 +35,9 @@ __all__ = [
     "load_model",
     "load_pretrained",
     "masked_log_probs",
+    "masked_token_log_probs",
     "mean_embeddings",
+    "window_embeddings",
     "resolve_device",
     "resolve_dtype",
 ]
@@ -338,3 +340,47 @@ def mean_embeddings(model, batch: EncodedBatch) -> torch.Tensor:
     weights = batch.attention_mask.to(hidden.dtype).clone()
     weights[:, 0] = 0
     return (hidden * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
+
+
+def masked_token_log_probs(
+    model,
+    windows: list[np.ndarray],
+    positions: list[int],
+    table: KmerTable,
+    batch_size: int,
+    device: torch.device,
+) -> np.ndarray:
+    """``log P(token | window with that token masked)`` for each ``(window, position)`` pair: one masked forward
+    pass per pair, batched, windows of similar length together.
+
+    Args:
+        windows: token ids of each window (``encode_genome`` output, no ``<cls>``); the same array may appear
+            several times.
+        positions: index of the token to mask in each window (``<cls>`` not counted).
+        table, batch_size, device: as for :func:`encode_windows`.
+
+    Returns:
+        float64 array, one log-probability per pair, in input order.
+    """
+    out = np.zeros(len(windows), dtype=np.float64)
+    order = sorted(range(len(windows)), key=lambda j: len(windows[j]))  # less padding per batch
+    for begin in range(0, len(order), batch_size):
+        rows = order[begin : begin + batch_size]
+        encoded = encode_windows([windows[j] for j in rows], table, device)
+        at = torch.tensor([positions[j] + 1 for j in rows])  # + 1 for <cls>
+        targets = encoded.input_ids[torch.arange(len(rows), device=encoded.input_ids.device), at.to(device)]
+        log_probs = masked_log_probs(model, encoded, at, table.mask_id)
+        picked = log_probs.gather(1, targets[:, None]).squeeze(1).cpu().numpy()
+        out[rows] = picked
+    return out
+
+
+def window_embeddings(
+    model, windows: list[np.ndarray], table: KmerTable, batch_size: int, device: torch.device
+) -> np.ndarray:
+    """:func:`mean_embeddings` of unmasked windows of any lengths, batched: float32 (windows, hidden)."""
+    rows = []
+    for begin in range(0, len(windows), batch_size):
+        encoded = encode_windows(windows[begin : begin + batch_size], table, device)
+        rows.append(mean_embeddings(model, encoded).cpu().numpy())
+    return np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)

@@ -1,6 +1,7 @@
-"""Zero-shot variant effect prediction (``genolm vep``): masked-marginal log-likelihood ratios of SNVs.
+"""Zero-shot variant effect prediction (``genolm vep``): masked-marginal log-likelihood ratios of SNVs,
+pseudo-log-likelihood ratios of indels, MNVs and structural variants.
 
-**Score.** For an SNV at base ``p`` of one strand, the window is the run of ``window_tokens`` grid tokens
+**SNV score.** For an SNV at base ``p`` of one strand, the window is the run of ``window_tokens`` grid tokens
 centred on the token holding ``p`` (the token is the window's middle token, index ``window_tokens // 2``; the
 window is shifted inwards at a sequence end, so a variant near an end keeps a full-size window, off-centre,
 instead of being skipped). The variant's token is masked and
@@ -14,8 +15,31 @@ strand from its first base, so the phase of the k-mers never depends on the wind
 With ``rc=True`` the score is the mean of the forward-strand score and the score on the reverse-complement
 strand (its own grid, tokenised from the other end, with complemented alleles).
 
+**Indel, MNV and SV score** (:mod:`genolm.inference.variants`). REF/ALT indels and MNVs, and the symbolic
+``<DEL>``, ``<INS>`` (with INFO ``SVINSSEQ``), ``<DUP>`` (tandem) and ``<INV>`` (INFO ``END`` or ``SVLEN``), are
+reduced to one normalised edit (trimmed, left-aligned): reference bases ``[start, end)`` replaced by ``alt``.
+An edit that turns out to change one base is scored as that SNV. Otherwise the REF and ALT haplotype windows
+are built around it: the same left flank (whole k-mers ending exactly at the edit), the changed bases
+tokenised alone (k-mers, then single bases), and the same right flank (k-mers from the end of the edit); the
+flanks take ``(W - M) // 2`` and ``W - M - left`` tokens, ``M`` the longer middle, so the longer window has
+``W`` tokens. Then
+
+    GENOLM_LLR = PLL(ALT window) - PLL(REF window)
+
+where PLL sums ``log P(token | window with that token masked)`` over the middle's tokens and one flank token
+on each side (one masked forward pass per token, batched). The windows depend only on the two haplotypes, so a
+deletion scores exactly minus the matching insertion on the genome carrying the deletion. A change of more than
+``(W // 2) * k`` bases (half a window) is ``too_long``. With ``rc=True`` the same construction on the reverse-complement strand is
+averaged in.
+
 **Embedding distance** (optional): the L2 distance between the mean final-layer embeddings (``<cls>`` left
-out) of the unmasked reference window and the same window carrying the alternative allele.
+out) of the unmasked reference window and the same window carrying the alternative allele (for an indel, of
+the unmasked REF and ALT haplotype windows).
+
+**Background percentile** (optional, ``run_vep(background=N)``): ``N`` random SNVs of the genome (seeded;
+positions uniform over its A/C/G/T bases, a uniform other base) are scored once with the same settings, and
+each allele's ``GENOLM_LLR_PCT`` is the percentage of their scores that are <= its own. The background holds
+SNV scores only: an indel's percentile compares its PLL ratio with SNV masked-marginal ratios.
 
 **Batching.** Every SNV inside the same token on the same strand shares one masked window, so windows are
 deduplicated before they are batched: ``n`` SNVs need at most ``n`` masked forward passes per strand, and a
@@ -24,7 +48,8 @@ dense set of variants far fewer.
 **Records that are not scored** keep their place in the output and carry ``GENOLM_SKIP``; see
 :data:`SKIP_REASONS`.
 
-Coordinates: VCF ``POS`` is 1-based; genolm's Python API (:class:`SNV`) is 0-based, ``pos = POS - 1``.
+Coordinates: VCF ``POS`` is 1-based; genolm's Python API (:class:`SNV`, :class:`Variant`) is 0-based,
+``pos = POS - 1``.
 """
 
 from __future__ import annotations
@@ -55,7 +80,7 @@ from tqdm.auto import tqdm
 
 from .. import defaults
 from ..errors import ConfigError, InputDataError
-from ..genome import complement, is_base
+from ..genome import complement
 from ..outputs import check_outputs
 from .distributed import (
     Workers,
@@ -73,36 +98,51 @@ from .scoring import (
     encode_windows,
     load_model,
     masked_log_probs,
+    masked_token_log_probs,
     max_window_tokens,
     mean_embeddings,
+    window_embeddings,
 )
+from .variants import Edit, Variant, haplotype_windows, resolve
+from .variants import check as check_alleles
 
 __all__ = [
     "SKIP_REASONS",
     "SNV",
+    "Variant",
     "VariantScore",
     "VepReport",
+    "add_percentiles",
+    "as_variant",
+    "background_scores",
+    "background_snvs",
     "check_contigs",
     "check_variant",
     "naive_variant_score",
     "run_vep",
     "score_variants",
     "validate_vcf",
+    "variant_from_record",
 ]
 
 SKIP_REASONS = {
     "unknown_contig": "CHROM is not a sequence of the FASTA",
-    "pos_out_of_range": "POS (or the end of REF) is outside the sequence",
+    "pos_out_of_range": "POS, the end of REF or INFO END is outside the sequence",
     "ref_mismatch": "REF differs from the FASTA at POS (case ignored)",
-    "not_snv": "not a single-base substitution (indel, MNV, symbolic or '*' ALT)",
     "no_alt": "ALT is '.': nothing to score",
-    "ref_not_acgt": "the reference base is N or another non-A/C/G/T character (variant in an N run)",
-    "alt_not_acgt": "ALT is N or an IUPAC ambiguity code",
+    "spanning_deletion": "ALT is '*' (the allele is missing because of an overlapping deletion): nothing to score",
+    "unresolved_symbolic": "a symbolic ALT whose alleles cannot be built from the reference (<CNV>, <INS> without "
+    "SVINSSEQ, a breakend, <DEL>/<DUP>/<INV> without END or SVLEN)",
+    "too_long": "the variant changes more than half a window of bases ((window_tokens // 2) * k) on either "
+    "haplotype",
+    "ref_not_acgt": "a reference base the variant changes is N or another non-A/C/G/T character",
+    "alt_not_acgt": "ALT (or SVINSSEQ) holds N or an IUPAC ambiguity code",
 }
 INFO_LLR = "GENOLM_LLR"
 INFO_EMB = "GENOLM_EMB_DIST"
 INFO_SKIP = "GENOLM_SKIP"
-TSV_COLUMNS = ["chrom", "pos", "id", "ref", "alt", "llr", "emb_dist", "skip"]
+INFO_PCT = "GENOLM_LLR_PCT"
+TSV_COLUMNS = ["chrom", "pos", "id", "ref", "alt", "llr", "emb_dist", "llr_pct", "skip"]
 
 
 @dataclass(frozen=True)
@@ -122,6 +162,7 @@ class VariantScore:
     llr: float | None = None
     emb_dist: float | None = None
     skip: str | None = None
+    llr_pct: float | None = None  # percentile among background SNV scores (run_vep background=N)
 
 
 @dataclass
@@ -146,25 +187,17 @@ class VepReport:
         )
 
 
-def check_variant(genome: Genome, variant: SNV) -> str | None:
-    """The reason ``variant`` cannot be scored (a key of :data:`SKIP_REASONS`), or ``None``."""
-    if variant.chrom not in genome:
-        return "unknown_contig"
-    ref, alt = variant.ref, variant.alt
-    length = genome.lengths[variant.chrom]
-    if variant.pos < 0 or variant.pos + max(len(ref), 1) > length:
-        return "pos_out_of_range"
-    if ref and genome.fetch(variant.chrom, variant.pos, variant.pos + len(ref)).upper() != ref.upper():
-        return "ref_mismatch"
-    if alt in ("", "."):
-        return "no_alt"
-    if len(ref) != 1 or len(alt) != 1 or alt == "*":
-        return "not_snv"
-    if not is_base(ref):
-        return "ref_not_acgt"
-    if not is_base(alt):
-        return "alt_not_acgt"
-    return None
+def as_variant(variant: SNV | Variant) -> Variant:
+    """A :class:`~genolm.inference.variants.Variant` for an :class:`SNV` (any REF/ALT strings) or a Variant."""
+    if isinstance(variant, Variant):
+        return variant
+    return Variant.from_alleles(variant.chrom, variant.pos, variant.ref, variant.alt)
+
+
+def check_variant(genome: Genome, variant: SNV | Variant) -> str | None:
+    """The reason ``variant`` cannot be scored whatever the window (a key of :data:`SKIP_REASONS`), or
+    ``None``; ``too_long`` depends on the window and is decided by :func:`score_variants`."""
+    return check_alleles(genome, as_variant(variant))
 
 
 class _MaskedWindow(NamedTuple):
@@ -196,7 +229,7 @@ def score_variants(
     model,
     tokenizer,
     genome: Genome,
-    variants: Sequence[SNV],
+    variants: Sequence[SNV | Variant],
     *,
     window_tokens: int | None = None,
     rc: bool = False,
@@ -204,13 +237,15 @@ def score_variants(
     batch_size: int = 32,
     progress: bool = False,
 ) -> list[VariantScore]:
-    """Score SNVs by the masked-marginal log-likelihood ratio (see the module docstring).
+    """Score variants (see the module docstring): an SNV by the masked-marginal log-likelihood ratio, an indel,
+    MNV or symbolic SV by the pseudo-log-likelihood ratio of its haplotype windows.
 
     Args:
         model: a loaded masked LM (see :func:`genolm.inference.scoring.load_model`).
         tokenizer: its ``GenoLMTokenizer``.
         genome: the reference.
-        variants: SNVs with 0-based positions; anything else is returned with a ``skip`` reason.
+        variants: :class:`SNV` (any REF/ALT strings) or :class:`~genolm.inference.variants.Variant` (symbolic
+            ALTs) with 0-based positions; one that cannot be scored is returned with a ``skip`` reason.
         window_tokens: tokens per window, ``<cls>`` excluded (default: the model's maximum).
         rc: average with the reverse-complement strand.
         embedding_distance: also compute ``emb_dist`` (one more unmasked forward per window and per allele).
@@ -222,15 +257,60 @@ def score_variants(
     """
     table = KmerTable(tokenizer)
     window_tokens = _check_window(model, window_tokens)
-    device = next(model.parameters()).device
     strands = ("+", "-") if rc else ("+",)
-    results = [VariantScore(skip=check_variant(genome, v)) for v in variants]
+    results = []
+    snvs: list[tuple[int, SNV]] = []
+    edits: list[tuple[int, str, Edit]] = []
+    max_bases = (window_tokens // 2) * table.k  # half a window: longer changes are too_long
+    for i, given in enumerate(variants):
+        variant = as_variant(given)
+        reason = check_alleles(genome, variant)
+        if reason is None and variant.kind == "snv":
+            snvs.append((i, SNV(variant.chrom, variant.pos, variant.ref, variant.alt)))
+        elif reason is None:
+            edit = resolve(genome, variant, max_bases)
+            if isinstance(edit, str):
+                reason = edit
+            elif edit.is_substitution:  # e.g. an MNV that differs at one base: the SNV's exact score
+                ref = genome.fetch(variant.chrom, edit.start, edit.end)
+                snvs.append((i, SNV(variant.chrom, edit.start, ref, edit.alt)))
+            else:
+                edits.append((i, variant.chrom, edit))
+        results.append(VariantScore(skip=reason))
 
+    llr = np.full((len(variants), len(strands)), np.nan)
+    emb = np.full((len(variants), len(strands)), np.nan)
+    if snvs:
+        _score_snvs(
+            model, tokenizer, table, genome, snvs, strands, window_tokens, embedding_distance, batch_size,
+            progress, llr, emb,
+        )
+    if edits:
+        too_long = _score_edits(
+            model, tokenizer, table, genome, edits, strands, window_tokens, embedding_distance, batch_size,
+            llr, emb,
+        )
+        for i in too_long:
+            results[i].skip = "too_long"
+
+    for i, result in enumerate(results):
+        if result.skip is None:
+            result.llr = float(llr[i].mean())
+            if embedding_distance:
+                result.emb_dist = float(emb[i].mean())
+    return results
+
+
+def _score_snvs(
+    model, tokenizer, table: KmerTable, genome: Genome, snvs: list[tuple[int, SNV]], strands: tuple[str, ...],
+    window_tokens: int, embedding_distance: bool, batch_size: int, progress: bool, llr: np.ndarray,
+    emb: np.ndarray,
+) -> None:
+    """Fill ``llr[i, strand]`` (and ``emb``) with the masked-marginal scores of the SNVs ``(i, snv)``."""
+    device = next(model.parameters()).device
     # Deduplicate: every SNV in the same token of the same strand shares one masked window.
     groups: dict[_MaskedWindow, list[tuple[int, int, int, str, str]]] = defaultdict(list)
-    for i, variant in enumerate(variants):
-        if results[i].skip is not None:
-            continue
+    for i, variant in snvs:
         for s, strand in enumerate(strands):
             grid = genome.grid(variant.chrom, table.k, strand)
             pos, ref, alt = _strand_view(genome, variant, strand)
@@ -241,8 +321,6 @@ def score_variants(
             )
             groups[masked].append((i, s, pos - token_start, ref, alt))
 
-    llr = np.full((len(variants), len(strands)), np.nan)
-    emb = np.full((len(variants), len(strands)), np.nan)
     keys = sorted(groups)
     bar = tqdm(total=len(keys), desc="masked windows", unit="win", disable=not progress, leave=False)
     for begin in range(0, len(keys), batch_size):
@@ -263,7 +341,7 @@ def score_variants(
             for i, s, offset, ref, alt in groups[m]:
                 ref_id, alt_id = table.substitution_ids(token_seq, offset, alt)
                 if token_seq[offset] != ref or ref_id != ids[row][m.index]:
-                    raise RuntimeError(f"{variants[i]}: the window's token {token_seq} does not hold REF")
+                    raise RuntimeError(f"variant {i}: the window's token {token_seq} does not hold REF {ref}")
                 llr[i, s] = log_probs[row, alt_id] - log_probs[row, ref_id]
                 alt_rows.append((row, m.index + 1, alt_id, i, s))
         if embedding_distance:
@@ -271,12 +349,44 @@ def score_variants(
         bar.update(len(batch_keys))
     bar.close()
 
-    for i, result in enumerate(results):
-        if result.skip is None:
-            result.llr = float(llr[i].mean())
-            if embedding_distance:
-                result.emb_dist = float(emb[i].mean())
-    return results
+
+def _score_edits(
+    model, tokenizer, table: KmerTable, genome: Genome, edits: list[tuple[int, str, Edit]],
+    strands: tuple[str, ...], window_tokens: int, embedding_distance: bool, batch_size: int, llr: np.ndarray,
+    emb: np.ndarray,
+) -> list[int]:
+    """Fill ``llr[i, strand]`` (and ``emb``) with ``PLL(ALT window) - PLL(REF window)`` of the edits
+    ``(i, chrom, edit)`` (see :mod:`genolm.inference.variants`); return the ``i`` that are ``too_long``."""
+    device = next(model.parameters()).device
+    windows, positions, owners = [], [], []  # one masked forward pass each; owner (i, strand, sign)
+    pairs, pair_owners = [], []  # unmasked REF and ALT windows for the embedding distance
+    too_long = []
+    for i, chrom, edit in edits:
+        per_strand = [haplotype_windows(genome, chrom, edit, strand, tokenizer, window_tokens) for strand in strands]
+        if any(h is None for h in per_strand):
+            too_long.append(i)
+            continue
+        for s, haplotypes in enumerate(per_strand):
+            for allele, sign in (("ref", -1.0), ("alt", 1.0)):
+                ids = haplotypes.ids(allele)
+                for position in haplotypes.scored_tokens(allele):
+                    windows.append(ids)
+                    positions.append(position)
+                    owners.append((i, s, sign))
+            pairs += [haplotypes.ids("ref"), haplotypes.ids("alt")]
+            pair_owners.append((i, s))
+    log_probs = masked_token_log_probs(model, windows, positions, table, batch_size, device)
+    scored = {(i, s) for i, s, _ in owners}
+    for i, s in scored:
+        llr[i, s] = 0.0
+    for (i, s, sign), value in zip(owners, log_probs):
+        llr[i, s] += sign * value
+    if embedding_distance and pairs:
+        embeddings = window_embeddings(model, pairs, table, batch_size, device)
+        distances = np.linalg.norm(embeddings[1::2] - embeddings[0::2], axis=-1)
+        for (i, s), distance in zip(pair_owners, distances):
+            emb[i, s] = distance
+    return too_long
 
 
 def _embedding_distances(
@@ -332,6 +442,8 @@ def naive_variant_score(
     reason = check_variant(genome, variant)
     if reason is not None:
         raise ValueError(f"{variant}: {SKIP_REASONS[reason]}")
+    if len(variant.ref) != 1 or len(variant.alt) != 1:
+        raise ValueError(f"{variant}: not an SNV (indels are scored by their haplotype windows)")
     window_tokens = _check_window(model, window_tokens)
     device = next(model.parameters()).device
     scores = []
@@ -356,6 +468,93 @@ def naive_variant_score(
         log_probs = F.log_softmax(logits.float(), dim=-1)
         scores.append(float(log_probs[alt_ids[index]] - log_probs[ref_ids[index]]))
     return float(np.mean(scores))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Background distribution: percentiles among random SNVs of the genome
+# ----------------------------------------------------------------------------------------------------------
+_BACKGROUND_DRAWS = 1024  # positions drawn at a time (fixed: the first n SNVs of a seed never depend on n)
+
+
+def background_snvs(genome: Genome, n: int, seed: int = 0) -> list[SNV]:
+    """``n`` random SNVs of ``genome``, reproducible for a ``seed``: positions uniform over the A/C/G/T bases of
+    all its records (any case; uniform positions over the records' bases, the others redrawn), each with one
+    of the three other bases, uniformly.
+
+    Raises:
+        InputDataError: the genome has (almost) no A/C/G/T base.
+    """
+    if n < 0:
+        raise ConfigError(f"background={n}: the number of background SNVs must be 0 or more")
+    rng = np.random.default_rng(seed)
+    names = list(genome.lengths)
+    ends = np.cumsum([genome.lengths[name] for name in names])
+    total = int(ends[-1]) if len(ends) else 0
+    snvs: list[SNV] = []
+    drawn = 0
+    while len(snvs) < n:
+        if total == 0 or drawn > 100 * n + 100 * _BACKGROUND_DRAWS:
+            raise InputDataError(f"{genome.path}: found {len(snvs)} A/C/G/T bases in {drawn} random positions")
+        positions = rng.integers(0, total, size=_BACKGROUND_DRAWS)
+        shifts = rng.integers(1, 4, size=_BACKGROUND_DRAWS)
+        drawn += _BACKGROUND_DRAWS
+        records = np.searchsorted(ends, positions, side="right")
+        for where, record, shift in zip(positions, records, shifts):
+            pos = int(where - (ends[record - 1] if record else 0))
+            base = genome.fetch(names[record], pos, pos + 1).upper()
+            if base in ("A", "C", "G", "T"):
+                snvs.append(SNV(names[record], pos, base, "ACGT"[("ACGT".index(base) + int(shift)) % 4]))
+                if len(snvs) == n:
+                    break
+    return snvs
+
+
+def background_scores(
+    model, tokenizer, genome: Genome, n: int, *, seed: int = 0, **score_options
+) -> np.ndarray:
+    """GENOLM_LLR of :func:`background_snvs` (``n``, ``seed``) scored by :func:`score_variants` with
+    ``score_options`` (``window_tokens``, ``rc``, ``batch_size``...): float64 array, sorted."""
+    scores = score_variants(model, tokenizer, genome, background_snvs(genome, n, seed), **score_options)
+    return np.sort(np.array([score.llr for score in scores], dtype=np.float64))
+
+
+def add_percentiles(scores: Iterable[VariantScore], background: np.ndarray) -> None:
+    """Set each scored variant's ``llr_pct``: the percentage of ``background`` scores (sorted) that are <= its
+    ``llr`` (``scipy.stats.percentileofscore(..., kind="weak")``)."""
+    for score in scores:
+        if score.llr is not None and len(background):
+            score.llr_pct = 100.0 * int(np.searchsorted(background, score.llr, side="right")) / len(background)
+
+
+def variant_from_record(record, index: int) -> Variant:
+    """The :class:`~genolm.inference.variants.Variant` of ALT allele ``index`` of a pysam record: for a
+    symbolic ALT, END from INFO END (htslib's ``record.stop``), SVLEN and SVINSSEQ (per allele when there are
+    several values)."""
+    alt = record.alts[index]
+    if not alt.startswith("<"):
+        return Variant.from_alleles(record.chrom, record.pos - 1, record.ref, alt)
+    return Variant.from_alleles(
+        record.chrom,
+        record.pos - 1,
+        record.ref,
+        alt,
+        end=record.stop,
+        svlen=_info_value(record, "SVLEN", index),
+        inserted=_info_value(record, "SVINSSEQ", index),
+    )
+
+
+def _info_value(record, key: str, index: int):
+    """INFO ``key`` of ALT allele ``index`` (the only value when there is one), or ``None``."""
+    try:
+        value = record.info.get(key)
+    except (KeyError, ValueError):  # not declared in the header
+        return None
+    if isinstance(value, tuple):
+        if not value:
+            return None
+        value = value[index] if index < len(value) else value[0]
+    return value
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -571,8 +770,11 @@ def run_vep(
     resume: bool = False,
     overwrite: bool = False,
     workers: Workers | None = None,
+    background: int = 0,
+    background_seed: int = 0,
 ) -> VepReport:
-    """Score every SNV of a VCF and write every record, in order, to a VCF/BCF, TSV or Parquet file.
+    """Score every ALT allele of a VCF (SNVs, indels, MNVs, symbolic SVs) and write every record, in order,
+    to a VCF/BCF, TSV or Parquet file.
 
     Started as several processes (``torchrun`` / ``accelerate launch``), the processes share the chunks of
     ``chunk_records`` records (see :mod:`genolm.inference.distributed`); the output is the same, byte for byte,
@@ -585,7 +787,7 @@ def run_vep(
         out: ``.vcf``, ``.vcf.gz`` (bgzip, with a tabix index ``.tbi``), ``.bcf``: the input records with INFO
             ``GENOLM_LLR``, ``GENOLM_EMB_DIST`` and ``GENOLM_SKIP`` added (existing values of these fields are
             replaced); ``.tsv`` (``.tsv.gz``): one row per ALT allele, columns ``chrom pos id ref alt llr
-            emb_dist skip`` with ``pos`` 1-based as in the VCF; ``.parquet``: the same rows and columns, typed
+            emb_dist llr_pct skip`` with ``pos`` 1-based as in the VCF; ``.parquet``: the same rows and columns, typed
             (``pos`` int64, ``llr`` and ``emb_dist`` float64, empty values null).
         tokenizer, window_tokens, rc, embedding_distance, batch_size: see :func:`score_variants`.
         device, dtype, compile: see :func:`genolm.inference.scoring.load_model` (several processes on GPUs:
@@ -596,6 +798,9 @@ def run_vep(
         resume: continue an interrupted run from the parts beside ``out`` (same inputs and options).
         overwrite: discard the parts of an interrupted run instead of refusing them.
         workers: this process's place in a multi-process job (default: from the launcher's environment).
+        background, background_seed: score ``background`` random SNVs of the genome (:func:`background_snvs`)
+            once and write each scored allele's percentile among them (INFO ``GENOLM_LLR_PCT``, TSV
+            ``llr_pct``: the percentage of background scores <= its score); 0: none.
 
     Returns:
         A :class:`VepReport` (counts over the whole VCF, skip reasons, variants/s).
@@ -620,10 +825,17 @@ def run_vep(
         "fasta": file_fingerprint(genome.path),
         "model": model_fingerprint(model),
         "options": {"window_tokens": window_tokens, "rc": rc, "embedding_distance": embedding_distance,
-                    "dtype": dtype, "chunk_records": chunk_records, "format": output_format},
+                    "dtype": dtype, "chunk_records": chunk_records, "format": output_format,
+                    "background": background, "background_seed": background_seed},
     }
     model, tokenizer = load_model(model, tokenizer, "masked-lm", workers.device or device, dtype, compile)
     window_tokens = _check_window(model, window_tokens)
+    background_llrs = None
+    if background:  # the reference distribution for GENOLM_LLR_PCT, scored once
+        background_llrs = background_scores(
+            model, tokenizer, genome, background, seed=background_seed, window_tokens=window_tokens, rc=rc,
+            batch_size=batch_size,
+        )
 
     with tempfile.TemporaryDirectory(prefix="genolm-vep-") as scratch:
         readable = vcf
@@ -635,7 +847,7 @@ def run_vep(
         try:
             header = reader.header
             _declare_missing(header, scan, genome)
-            _add_genolm_info(header, window_tokens, rc, embedding_distance, vcf)
+            _add_genolm_info(header, window_tokens, rc, embedding_distance, vcf, background, background_seed)
             n_records = len(scan.line_numbers) if scan is not None else _count_records(readable, vcf)
             bounds = chunk_bounds(n_records, chunk_records)
             cursor = _RecordCursor(reader, vcf, scan, n_records)
@@ -646,6 +858,7 @@ def run_vep(
                 scores = _score_records(
                     records, model, tokenizer, genome, window_tokens=window_tokens, rc=rc,
                     embedding_distance=embedding_distance, batch_size=batch_size, progress=inner_progress,
+                    background_llrs=background_llrs,
                 )
                 _write_part(output_format, path, records, scores, embedding_distance, out)
                 counts = VepReport(records=len(records))
@@ -723,13 +936,14 @@ class _RecordCursor:
 
 def _score_records(
     records: list, model, tokenizer, genome: Genome, *, window_tokens: int, rc: bool, embedding_distance: bool,
-    batch_size: int, progress: bool,
+    batch_size: int, progress: bool, background_llrs: np.ndarray | None = None,
 ) -> list[list[VariantScore]]:
-    """The scores of each record's ALT alleles, per record."""
+    """The scores of each record's ALT alleles, per record (with their background percentiles when
+    ``background_llrs`` is given)."""
     variants, owners = [], []
     for r, record in enumerate(records):
-        for a, alt in enumerate(record.alts or ()):
-            variants.append(SNV(record.chrom, record.pos - 1, record.ref, alt))
+        for a, _alt in enumerate(record.alts or ()):
+            variants.append(variant_from_record(record, a))
             owners.append((r, a))
     scores = score_variants(
         model,
@@ -742,6 +956,8 @@ def _score_records(
         batch_size=batch_size,
         progress=progress,  # a nested bar moves the cursor: terminals only
     )
+    if background_llrs is not None:
+        add_percentiles(scores, background_llrs)
     per_record: list[list[VariantScore]] = [[] for _ in records]
     for (r, _a), score in zip(owners, scores):
         per_record[r].append(score)
@@ -770,19 +986,22 @@ def _parquet_schema():
 
     return pa.schema([("chrom", pa.string()), ("pos", pa.int64()), ("id", pa.string()), ("ref", pa.string()),
                       ("alt", pa.string()), ("llr", pa.float64()), ("emb_dist", pa.float64()),
-                      ("skip", pa.string())])
+                      ("llr_pct", pa.float64()), ("skip", pa.string())])
 
 
 def _parquet_rows(record, scores: list[VariantScore]) -> list[tuple]:
     """The TSV's rows of one record with typed values (``None`` for empty ones)."""
     common = (record.chrom, record.pos, record.id or ".", record.ref)
     if not scores:
-        return [(*common, ".", None, None, "no_alt")]
+        return [(*common, ".", None, None, None, "no_alt")]
 
     def number(value):
         return None if value is None or math.isnan(value) else float(value)
 
-    return [(*common, alt, number(s.llr), number(s.emb_dist), s.skip) for alt, s in zip(record.alts or (), scores)]
+    return [
+        (*common, alt, number(s.llr), number(s.emb_dist), number(s.llr_pct), s.skip)
+        for alt, s in zip(record.alts or (), scores)
+    ]
 
 
 def _write_part(
@@ -894,25 +1113,40 @@ def _declare_missing(header, scan: VcfScan | None, genome: Genome) -> None:
             header.add_line(f'##FILTER=<ID={name},Description="not declared in the input VCF">')
 
 
-def _add_genolm_info(header, window_tokens: int, rc: bool, embedding_distance: bool, vcf: Path) -> None:
+def _add_genolm_info(
+    header, window_tokens: int, rc: bool, embedding_distance: bool, vcf: Path, background: int = 0,
+    background_seed: int = 0,
+) -> None:
     strands = "mean of the forward and reverse-complement strands" if rc else "forward strand"
     _add_info(
         header,
         INFO_LLR,
         "A",
         "Float",
-        "genolm zero-shot score per ALT allele: log P(alt k-mer) - log P(ref k-mer) at the masked token "
-        f"holding the variant; {window_tokens}-token window centred on it; {strands}",
+        "genolm zero-shot score per ALT allele: SNV: log P(alt k-mer) - log P(ref k-mer) at the masked token "
+        "holding the variant; indel/MNV/SV: PLL(ALT window) - PLL(REF window), the log-probabilities of the "
+        "changed tokens and one flank token each side, each masked in turn, windows sharing their flanks; "
+        f"{window_tokens}-token windows centred on the variant; {strands}",
         vcf,
     )
+    if background:
+        _add_info(
+            header,
+            INFO_PCT,
+            "A",
+            "Float",
+            f"genolm: percentage of {background} random SNVs of the reference (seed {background_seed}) whose "
+            "GENOLM_LLR is <= this allele's",
+            vcf,
+        )
     if embedding_distance:
         _add_info(
             header,
             INFO_EMB,
             "A",
             "Float",
-            "genolm: L2 distance between the mean final-layer embeddings of the reference and alternative "
-            f"windows per ALT allele; {strands}",
+            "genolm: L2 distance between the mean final-layer embeddings of the unmasked reference and "
+            f"alternative windows per ALT allele; {strands}",
             vcf,
         )
     _add_info(
@@ -978,13 +1212,15 @@ def _record_skip(scores: list[VariantScore]) -> str | None:
 
 
 def _annotate_record(record, scores: list[VariantScore], embedding_distance: bool) -> None:
-    for key in (INFO_LLR, INFO_EMB, INFO_SKIP):
+    for key in (INFO_LLR, INFO_EMB, INFO_SKIP, INFO_PCT):
         if key in record.info:
             del record.info[key]
     if scores and any(s.skip is None for s in scores):
         record.info[INFO_LLR] = tuple(s.llr for s in scores)
         if embedding_distance:
             record.info[INFO_EMB] = tuple(s.emb_dist for s in scores)
+        if any(s.llr_pct is not None for s in scores):
+            record.info[INFO_PCT] = tuple(s.llr_pct for s in scores)
     skip = _record_skip(scores)
     if skip is not None:
         record.info[INFO_SKIP] = skip
@@ -997,6 +1233,6 @@ def _fmt(value: float | None) -> str:
 def _write_tsv_rows(tsv, record, scores: list[VariantScore]) -> None:
     common = [record.chrom, record.pos, record.id or ".", record.ref]
     if not scores:
-        tsv.writerow([*common, ".", "", "", "no_alt"])
+        tsv.writerow([*common, ".", "", "", "", "no_alt"])
     for alt, score in zip(record.alts or (), scores):
-        tsv.writerow([*common, alt, _fmt(score.llr), _fmt(score.emb_dist), score.skip or ""])
+        tsv.writerow([*common, alt, _fmt(score.llr), _fmt(score.emb_dist), _fmt(score.llr_pct), score.skip or ""])
