@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -188,18 +189,16 @@ def _losses(out: Path) -> dict[int, float]:
 
 def test_sigkill_and_resume_gives_identical_losses_under_xla_fsdp(tmp_path):
     """A run on 4 devices killed with SIGKILL right after its step-4 checkpoint, then resumed, logs the losses of
-    an uninterrupted run at steps 5-10. The device loader prefetches batches on a thread, so the saved data
-    position must be the one the last optimizer step consumed, not the prefetcher's.
-
-    Compared within 1e-6 relative: the resumed process traces the same step graphs on the same data, but its
-    first step after the restore starts from host-loaded weights and optimizer moments (another graph input
-    layout), which XLA may schedule differently by a float rounding."""
+    an uninterrupted run at steps 5-10, exactly: the same step graph runs on bitwise the same weights, optimizer
+    moments, batches and device seed. The device loader prefetches batches on a thread, so the saved data
+    position must be the one the last optimizer step consumed, not the prefetcher's; dropout is on, so the
+    device's random seed must be restored too."""
     import signal
     import time
 
     common = [sys.executable, "recipes/pretrain.py", "--config", str(DEBUG), "--parallel", "xla_fsdp",
               "--max_steps", "10", "--checkpoint_every", "4", "--keep_checkpoints", "5", "--shuffle_buffer", "16",
-              "--fill_mask_example", "false"]  # fmt: skip
+              "--model_overrides.hidden_dropout_prob", "0.1", "--fill_mask_example", "false"]  # fmt: skip
     reference = tmp_path / "reference"
     _run(common + ["--output_dir", str(reference)], xla=True)
     expected = _losses(reference)
@@ -221,8 +220,9 @@ def test_sigkill_and_resume_gives_identical_losses_under_xla_fsdp(tmp_path):
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
 
     resumed = _run(common + ["--output_dir", str(killed), "--resume", "true"], xla=True)
-    assert "resumed from" in resumed.stdout and "step-00000004" in resumed.stdout, resumed.stdout[-2000:]
+    found = re.search(r"^resumed from \S+ at step (\d+)$", resumed.stdout, re.MULTILINE)
+    start = int(found.group(1)) if found else None
+    assert start in (4, 8), resumed.stdout[-2000:]  # 8 when this process was scheduled late on a busy host
     got = _losses(killed)
     assert sorted(got) == list(range(1, 11))
-    for step in range(5, 11):
-        assert got[step] == pytest.approx(expected[step], rel=1e-6), (step, got, expected)
+    assert [got[step] for step in range(start + 1, 11)] == [expected[step] for step in range(start + 1, 11)], (got, expected)

@@ -178,6 +178,7 @@ class BatchStream:
             self.rng.bit_generator.state = generators["rng"]
             self.collator.load_state_dict(generators["collator"])
 
+
 def fixed_batches(rows: list[Mapping[str, Any]], collator: MLMCollator, batch_size: int) -> list[dict[str, Any]]:
     """Collate ``rows`` into full batches once (validation: the same masked batches at every evaluation).
 
