@@ -2,7 +2,8 @@
 
 Checks: parameters sharded over the 4 devices, the loss falls, no graph compilation after step 2, the
 consolidated export reloads on the CPU with the same logits, fine-tuning under the same runtime saves a model
-that reproduces its predictions on the CPU, and CPU runs are not taken over by torch-xla.
+that reproduces its predictions on the CPU, CPU runs are not taken over by torch-xla, and a run killed with
+SIGKILL and resumed logs exactly the losses of an uninterrupted one.
 """
 
 from __future__ import annotations
