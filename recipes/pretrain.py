@@ -53,15 +53,14 @@ from genolm.training import (
     mfu,
     parse_config,
     peak_flops,
-    rng_state,
     save_checkpoint,
-    set_rng_state,
 )
 from genolm.training.data import build_datasets, take
 from genolm.training.guards import FiniteGuard
 from genolm.training.metrics import ThroughputMeter
 from genolm.training.mlm import mlm_loss_sum, mlm_loss_weight
 from genolm.training.optim import build_optimizer
+from genolm.training.resume import process_state, restore_process_state, resume_plan
 
 RUN_ENTRIES = ("log.jsonl", "checkpoints")  # what makes output_dir hold a run
 
@@ -165,10 +164,12 @@ def pretrain(cfg) -> dict[str, Any]:
         state = load_training_state(resume_from)
         rt.load_optimizer_state_dict(model, optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        streams = state["streams"]
-        if rt.process_index < len(streams):
-            stream.load_state_dict(streams[rt.process_index])
-        set_rng_state(state["rng"])
+        # Each process continues from its own data position and random generators.
+        saved = state.get("processes") or [{"stream": s, "rng": state["rng"]} for s in state["streams"]]
+        index, note = resume_plan(len(saved), rt.process_index, rt.num_processes)
+        restore_process_state(saved[index], stream, rt.device, exact=note is None)
+        if note:
+            say(note)
         step, tokens_seen, val_before = state["step"], state["tokens_seen"], state.get("val_before")
         say(f"resumed from {resume_from} at step {step}")
 
@@ -209,7 +210,7 @@ def pretrain(cfg) -> dict[str, Any]:
         # Every process takes part (FSDP gathers shards); the main process writes.
         weights = rt.model_state_dict(model)
         optimizer_state = rt.optimizer_state_dict(model, optimizer)
-        streams = rt.gather_object(stream.state_dict())
+        processes = rt.gather_object(process_state(stream, rt.device))  # after weights: XLA has run the step
         path = None
         if rt.is_main_process:
             training_state = {
@@ -217,8 +218,7 @@ def pretrain(cfg) -> dict[str, Any]:
                 "tokens_seen": tokens_seen,
                 "optimizer": optimizer_state,
                 "scheduler": scheduler.state_dict(),
-                "streams": streams,
-                "rng": rng_state(),
+                "processes": processes,
                 "val_before": val_before,
                 "config": cfg.to_dict(),
                 "backend": rt.backend,

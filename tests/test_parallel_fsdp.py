@@ -1,11 +1,12 @@
 """The shared runtime (genolm.parallel) on CPUs: the optimizer's weight-decay rule, the device/dtype
 resolver, and FSDP2 (``fully_shard``) over 2 gloo processes under torchrun, which must train like one
-process on the same global batch and write checkpoints that reload."""
+process on the same global batch, write checkpoints that reload and, killed with SIGKILL, resume exactly."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -224,3 +225,78 @@ def test_finetune_recipe_under_fsdp2_matches_one_process(shared_data, tmp_path):
     np.testing.assert_allclose(saved.filter(like="prob_").to_numpy(), table.filter(like="prob_").to_numpy(), atol=1e-5)
     reported = json.loads((sharded / "metrics.json").read_text())
     assert reported["validation"]["n"] == 21 and reported["best_step"] in (0, 3)
+
+
+def _losses(out: Path) -> dict[int, float]:
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+def _resumed_at(stdout: str) -> int:
+    """The step of the checkpoint a ``--resume`` run says it resumed from."""
+    found = re.search(r"^resumed from \S+ at step (\d+)$", stdout, re.MULTILINE)
+    assert found, stdout[-2000:]
+    return int(found.group(1))
+
+
+@pytest.mark.slow
+def test_fsdp2_sigkill_and_resume_gives_identical_losses(tmp_path):
+    """recipes/pretrain.py --parallel fsdp on 2 processes, every process and the launcher killed with SIGKILL
+    right after the step-4 checkpoint, then resumed: each process restores its own stream position and
+    generators, and the losses of the steps after the checkpoint it resumed from are those of an uninterrupted
+    run. Then one process resumes the 2-process checkpoint: it says in one line that it cannot continue exactly
+    and what it does instead, and trains on."""
+    import shutil
+    import signal
+    import time
+
+    import psutil
+
+    recipe = ["recipes/pretrain.py", "--config", str(DEBUG), "--max_steps", "12", "--checkpoint_every", "4",
+              "--keep_checkpoints", "5", "--shuffle_buffer", "8", "--report_to", "none"]  # fmt: skip
+    common = recipe + ["--parallel", "fsdp"]
+    reference = tmp_path / "reference"
+    _run(TORCHRUN + common + ["--output_dir", str(reference)])
+    expected = _losses(reference)
+    assert sorted(expected) == list(range(1, 13))
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        TORCHRUN + common + ["--output_dir", str(killed)], cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )
+    checkpoint = killed / "checkpoints" / "step-00000004"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists():
+        assert process.poll() is None, f"the run ended before its step-4 checkpoint:\n{process.stderr.read()[-3000:]}"
+        assert time.monotonic() < deadline, "no step-4 checkpoint in 300 s"
+        time.sleep(0.005)
+    launcher = psutil.Process(process.pid)
+    workers = launcher.children(recursive=True)  # torchrun starts each in its own session
+    for victim in [launcher, *workers]:  # the whole job at once, as when its host goes down
+        victim.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    assert len(workers) == 2 and not alive, (workers, alive)
+    one_process = tmp_path / "one-process"
+    shutil.copytree(killed, one_process, ignore=shutil.ignore_patterns(".tmp-*", "*.lock"))
+
+    resumed = _run(TORCHRUN + common + ["--output_dir", str(killed), "--resume", "true"])
+    # 4, or a later checkpoint when this process was scheduled late on a busy host (a step takes milliseconds)
+    start = _resumed_at(resumed.stdout)
+    assert start < 12, f"killed after the last checkpoint: nothing left to compare\n{resumed.stdout[-2000:]}"
+    got = _losses(killed)
+    assert sorted(got) == list(range(1, 13))
+    # exactly: the same processes run the same computations on bitwise the same weights, moments and batches
+    assert [got[step] for step in range(start + 1, 13)] == [expected[step] for step in range(start + 1, 13)], (got, expected)
+
+    done = _run([sys.executable] + recipe + ["--parallel", "none", "--output_dir", str(one_process), "--resume", "true"])
+    warning = [line for line in done.stdout.splitlines() if line.startswith("warning: the checkpoint was written")]
+    assert warning == [
+        "warning: the checkpoint was written by 2 process(es), this run has 1: the training rows are split "
+        "differently, so the data cannot continue exactly; each process i restores the random generators of saved "
+        "process i mod 2 (masking and shuffling included) and restarts its own share of the rows at the beginning "
+        "of the epoch that process was in (rows already trained on in that epoch are seen again)"
+    ], done.stdout[-2000:]
+    assert sorted(_losses(one_process)) == list(range(1, 13))

@@ -6,6 +6,7 @@ backends is a method or a class attribute here, so a recipe never asks which bac
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -125,7 +126,10 @@ class Runtime:
 
     # -- data ---------------------------------------------------------------------------------
     def device_batches(self, batches: Iterable[Mapping[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:
-        """Move a stream of host batches to the device."""
+        """Move a stream of host batches to the device. A backend whose loader reads ahead on a thread gives a
+        stream that has ``iter_with_state`` / ``set_consumed`` (a ``BatchStream``) the state of each batch as it
+        hands that batch on (:class:`PrefetchedStates`), so the stream's ``state_dict()`` stays the position
+        after the last batch consumed; this one reads nothing ahead."""
         for batch in batches:
             yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
@@ -234,6 +238,25 @@ class Runtime:
     def end(self) -> None:
         if self._trackers_on:
             self.accelerator.end_training()
+
+
+class PrefetchedStates:
+    """The states of a stream's batches while a loader reads ahead: :meth:`host_batches` (iterated by the
+    loader's thread) queues the state of each batch it gives the loader, and :meth:`consumed` (called as the
+    loader hands a batch on, in the same order: one device, one queue) passes the oldest to the stream's
+    ``set_consumed``."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.pending: collections.deque = collections.deque()  # append and popleft are thread-safe
+
+    def host_batches(self) -> Iterator[Mapping[str, torch.Tensor]]:
+        for batch, state in self.stream.iter_with_state():
+            self.pending.append(state)
+            yield batch
+
+    def consumed(self) -> None:
+        self.stream.set_consumed(self.pending.popleft())
 
 
 def transformer_layers(model: nn.Module) -> list[nn.Module]:

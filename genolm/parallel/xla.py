@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .base import Runtime, _max_norm
+from .base import PrefetchedStates, Runtime, _max_norm
 from .state import clean_name, load_named_optimizer_state, named_optimizer_state
 
 FSDP_AXIS = "fsdp"  # mesh axis parameters and batches are sharded over
@@ -107,13 +107,21 @@ class XLAFSDPRuntime(Runtime):
 
     # -- data ---------------------------------------------------------------------------------
     def device_batches(self, batches: Iterable[Mapping[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:
-        """Through the parallel device loader, which prefetches and shards each (batch, tokens) tensor over
-        ``FSDP_AXIS`` along its first dimension."""
+        """Through the parallel device loader, which prefetches on a thread and shards each (batch, tokens) tensor
+        over ``FSDP_AXIS`` along its first dimension. A stream with ``iter_with_state`` (a ``BatchStream``) is
+        told the state of each batch as that batch is handed on, so its ``state_dict()`` is the position of the
+        last batch consumed, not of the last one prefetched."""
         import torch_xla.distributed.parallel_loader as pl
         import torch_xla.distributed.spmd as xs
 
         sharding = xs.ShardingSpec(self.mesh, (FSDP_AXIS, None), minibatch=self.num_processes > 1)
-        yield from pl.MpDeviceLoader(batches, self.device, input_sharding=sharding)
+        if not hasattr(batches, "iter_with_state"):
+            yield from pl.MpDeviceLoader(batches, self.device, input_sharding=sharding)
+            return
+        states = PrefetchedStates(batches)
+        for batch in pl.MpDeviceLoader(states.host_batches(), self.device, input_sharding=sharding):
+            states.consumed()
+            yield batch
 
     def to_device(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One batch to the device, every tensor sharded over ``FSDP_AXIS`` along its first dimension."""

@@ -5,11 +5,17 @@ of fixed-shape MLM batches: it splits the rows between processes, shuffles them 
 epoch when the source ends, and collates. Its :meth:`~BatchStream.state_dict` holds everything needed to
 continue with exactly the batches an uninterrupted run would have produced: the source's own position
 (``state_dict()`` of a ``datasets.IterableDataset``), the epoch, the shuffle buffer and its generator.
+
+A consumer that reads ahead on another thread (a device loader that prefetches) iterates
+:meth:`~BatchStream.iter_with_state` instead, which pairs every batch with the stream's state right after it,
+and reports each batch it hands on with :meth:`~BatchStream.set_consumed`: :meth:`~BatchStream.state_dict` is
+then the position after the last batch consumed, whatever the reader has fetched since.
 """
 
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -71,6 +77,8 @@ class BatchStream:
         self.buffer: list[dict[str, Any]] = []
         self._source_state: dict[str, Any] | None = None  # position of the source to resume from
         self._rows_in_epoch = 0
+        self._lock = threading.Lock()  # the consumed state is set and read on different threads
+        self._consumed: dict[str, Any] | None = None  # state after the last consumed batch (read-ahead consumers)
 
     # -- iteration ----------------------------------------------------------------------------
     def _rows(self) -> Iterator[dict[str, Any]]:
@@ -112,17 +120,40 @@ class BatchStream:
                 yield self.collator(rows)
                 rows = []
 
+    def iter_with_state(self) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, Any]]]:
+        """``(batch, state right after it)`` pairs, for a consumer that reads ahead: it passes each batch's state
+        to :meth:`set_consumed` when it hands that batch on. Until then :meth:`state_dict` is the position where
+        this iteration started."""
+        with self._lock:
+            self._consumed = self._snapshot()
+        for batch in self:
+            yield batch, self._snapshot()  # taken on the reading thread, between two batches
+
+    def set_consumed(self, state: dict[str, Any]) -> None:
+        """Record the state :meth:`iter_with_state` paired with the batch just consumed."""
+        with self._lock:
+            self._consumed = state
+
     # -- state --------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Position after the last batch yielded (call between batches)."""
+    def _snapshot(self) -> dict[str, Any]:
+        """The current position, sharing nothing that the stream changes later (buffer rows are never
+        modified, only replaced, so a shallow copy of the buffer list is enough)."""
+        source = self._source_state if self._source_state is not None else self.dataset.state_dict()
         return {
             "epoch": self.epoch,
             "rows_in_epoch": self._rows_in_epoch,
-            "source": copy.deepcopy(self.dataset.state_dict()),
-            "buffer": copy.deepcopy(self.buffer),
+            "source": copy.deepcopy(source),
+            "buffer": list(self.buffer),
             "rng": copy.deepcopy(self.rng.bit_generator.state),
             "collator": self.collator.state_dict(),
         }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Position after the last batch consumed: the last one yielded by ``iter(stream)`` (call between
+        batches), or the last one passed to :meth:`set_consumed` after :meth:`iter_with_state`."""
+        with self._lock:
+            state = self._consumed if self._consumed is not None else self._snapshot()
+            return {**state, "buffer": list(state["buffer"])}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from :meth:`state_dict` (before iterating)."""
@@ -132,6 +163,20 @@ class BatchStream:
         self.buffer = copy.deepcopy(state["buffer"])
         self.rng.bit_generator.state = state["rng"]
         self.collator.load_state_dict(state["collator"])
+        self._consumed = None
+
+    def restart_epoch(self, epoch: int, generators: Mapping[str, Any] | None = None) -> None:
+        """Start this process's share of the rows afresh at the beginning of ``epoch``, with an empty shuffle
+        buffer and, when ``generators`` (a :meth:`state_dict`) is given, its shuffle and masking generators:
+        where no exact position exists (another split of the rows). Call before iterating."""
+        self.epoch = epoch
+        self._rows_in_epoch = 0
+        self._source_state = None
+        self.buffer = []
+        self._consumed = None
+        if generators is not None:
+            self.rng.bit_generator.state = generators["rng"]
+            self.collator.load_state_dict(generators["collator"])
 
 
 def fixed_batches(rows: list[Mapping[str, Any]], collator: MLMCollator, batch_size: int) -> list[dict[str, Any]]:
