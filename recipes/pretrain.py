@@ -62,6 +62,7 @@ from genolm.training.guards import FiniteGuard
 from genolm.training.metrics import ThroughputMeter
 from genolm.training.mlm import mlm_loss_sum, mlm_loss_weight
 from genolm.training.optim import build_optimizer
+from genolm.training.plan import plan_for_runtime
 
 RUN_ENTRIES = ("log.jsonl", "checkpoints")  # what makes output_dir hold a run
 
@@ -93,6 +94,12 @@ def pretrain(cfg) -> dict[str, Any]:
     resume_from = latest_checkpoint(checkpoints_dir) if cfg.resume else None
     if cfg.resume and resume_from is None:
         say(f"--resume: no complete checkpoint in {checkpoints_dir}; starting from scratch")
+
+    # Memory plan before any weight exists (genolm/training/plan.py): a run that cannot fit stops here.
+    run_plan = plan_for_runtime(cfg, rt, checkpoint=resume_from or cfg.init_from)
+    if run_plan is not None:
+        say(run_plan.format())
+        run_plan.check()
 
     # ---------------------------------------------------------------------------------------------
     # model (a resume takes the architecture and weights from the checkpoint)

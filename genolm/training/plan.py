@@ -270,7 +270,7 @@ class Plan:
 
     def format(self) -> str:
         """A readable table: the setting, memory per device by part, then steps and time."""
-        gib = lambda b: f"{b / GiB:8.2f} GiB"  # noqa: E731
+        gib = format_bytes
         limit = "no limit" if self.memory_limit is None else gib(self.memory_limit).strip()
         lines = [
             f"memory plan: {self.model} ({self.parameters:,} parameters) on {self.num_devices} x {self.device.name}, "
@@ -287,7 +287,7 @@ class Plan:
         share = "" if self.memory_limit is None else f" ({100 * self.total / self.memory_limit:.0f} % of {limit})"
         lines.append(f"    {'total':<28}{gib(self.total)}{share}")
         flops_step = self.flops_per_token * self.tokens_per_step
-        lines.append(f"  compute: {self.flops_per_token / 1e9:.2f} GFLOPs/token, {flops_step:.3g} FLOPs/step")
+        lines.append(f"  compute: {self.flops_per_token:.3g} FLOPs/token, {flops_step:.3g} FLOPs/step")
         if self.step_seconds is not None:
             lines.append(
                 f"  at MFU {self.mfu:g} ({self.peak_flops / 1e12:g} TFLOP/s peak per device): "
@@ -301,7 +301,7 @@ class Plan:
         if self.fits:
             return
         biggest = sorted(self.memory.items(), key=lambda item: -item[1])[:3]
-        parts = ", ".join(f"{name.replace('_', ' ')} {value / GiB:.2f}" for name, value in biggest)
+        parts = ", ".join(f"{name.replace('_', ' ')} {format_bytes(value).strip()}" for name, value in biggest)
         advice = ["more devices"]
         if self.backend in ("none", "ddp"):
             advice.append("parallel: fsdp (or xla_fsdp) to shard the model")
@@ -311,10 +311,17 @@ class Plan:
         if self.batch_size > 1:
             advice.append(f"a smaller batch_size (now {self.batch_size}) with more gradient_accumulation_steps")
         raise ConfigError(
-            f"the memory plan needs {self.total / GiB:.2f} GiB per device ({parts} GiB) but {self.device.name} "
-            f"has {self.memory_limit / GiB:.2f} GiB: use " + ", ".join(a for a in advice if a)
+            f"the memory plan needs {format_bytes(self.total).strip()} per device ({parts}) but the limit on "
+            f"{self.device.name} is {format_bytes(self.memory_limit).strip()}: use " + ", ".join(a for a in advice if a)
             + " (or set memory_limit_gib)"
         )
+
+
+def format_bytes(value: float) -> str:
+    """``value`` bytes in MiB below 1 GiB, else in GiB, right-aligned to 12 characters."""
+    if value < GiB:
+        return f"{value / 2**20:8.1f} MiB"
+    return f"{value / GiB:8.2f} GiB"
 
 
 def format_duration(seconds: float | None) -> str:
@@ -455,6 +462,46 @@ def plan_pretraining(
     )
 
 
+def plan_for_runtime(cfg: Any, runtime: Any, checkpoint: str | None = None) -> Plan | None:
+    """The plan of a starting pretraining run on ``runtime`` (a :class:`genolm.parallel.Runtime`), before
+    the model is built. ``checkpoint``: the folder (or Hub id) the weights come from (resume / init_from);
+    its ``config.json`` gives the architecture. None when that configuration cannot be read (the model's
+    own loading then reports the problem).
+
+    The limit: ``cfg.memory_limit_gib`` (0: none); by default the CUDA device's total memory, the table's
+    for TPUs, and on the CPU the host's available memory shared by this host's devices and processes."""
+    from ..configuration_genolm import GenoLMConfig
+
+    if checkpoint:
+        try:
+            model_config = GenoLMConfig.from_pretrained(checkpoint)
+        except (OSError, ValueError):
+            return None
+    else:
+        model_config = None  # the preset with its overrides
+    name = runtime.device_kind
+    kind = DEVICES.get(ALIASES.get(name, name)) if name else None
+    if kind is None:
+        kind = DeviceKind(name or runtime.device.type, None, name or "")
+    limit = cfg.memory_limit_gib * GiB if cfg.memory_limit_gib is not None else None
+    if limit is None:
+        if runtime.device.type == "cuda":
+            import torch
+
+            limit = float(torch.cuda.get_device_properties(runtime.device).total_memory)
+        elif kind.name == "cpu":
+            limit = host_available_memory() / (runtime.local_devices * local_processes())
+        elif kind.memory is not None:
+            limit = kind.memory
+        else:
+            limit = 0  # unknown device: no check
+    sparse = runtime.sparse_lm_head if cfg.sparse_prediction == "auto" else bool(cfg.sparse_prediction)
+    return plan_pretraining(
+        cfg, (kind, runtime.num_devices), model_config=model_config, backend=runtime.backend,
+        bf16=runtime.mixed_precision == "bf16", sparse=sparse, memory_limit=limit,
+    )
+
+
 def check_mfu(mfu: float) -> float:
     if not (math.isfinite(mfu) and 0 < mfu <= 1):
         raise ConfigError(f"mfu must be in (0, 1], got {mfu}")
@@ -475,6 +522,7 @@ __all__ = [
     "model_state_bytes",
     "parameter_count",
     "parse_devices",
+    "plan_for_runtime",
     "plan_pretraining",
 ]
 
