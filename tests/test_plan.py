@@ -271,3 +271,15 @@ def test_benchmark_reads_the_sharded_init_ratio(tmp_path, monkeypatch):
     assert benchmark.sharded_init_ratio(None) is None
     monkeypatch.setattr(benchmark, "SHARDED_INIT", tmp_path / "absent.py")
     assert benchmark.sharded_init_ratio(sys.executable) is None
+
+
+def test_a_cpu_plan_leaves_the_random_state_alone():
+    """The plan measures the CPU's peak FLOP/s with random matrices before the model is initialised: the
+    run's seeded random stream must not move (else a run's weights would depend on the measurement cache)."""
+    import genolm.training.flops as flops
+
+    flops._measured_cpu_peak = None
+    torch.manual_seed(0)
+    before = torch.random.get_rng_state()
+    plan_pretraining(PretrainConfig(model="tiny"), "cpu:1", memory_limit=0)
+    assert torch.equal(torch.random.get_rng_state(), before)

@@ -434,7 +434,10 @@ def plan_pretraining(
         notes.append("XLA fuses and reuses buffers: activations are usually below this eager-PyTorch estimate")
     tokens_per_step = cfg.batch_size * num_devices * cfg.gradient_accumulation_steps * seq_len
     if kind.flops_key == "cpu":
-        peak = measure_cpu_peak_flops()
+        import torch
+
+        with torch.random.fork_rng(devices=[]):  # the measurement's random matrices leave the run's seed alone
+            peak = measure_cpu_peak_flops()
     else:
         peak = PEAK_FLOPS.get(kind.flops_key)
     return Plan(
