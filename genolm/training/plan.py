@@ -302,17 +302,26 @@ class Plan:
             return
         biggest = sorted(self.memory.items(), key=lambda item: -item[1])[:3]
         parts = ", ".join(f"{name.replace('_', ' ')} {format_bytes(value).strip()}" for name, value in biggest)
-        advice = ["more devices"]
+        # Only what reduces the larger parts: sharding divides the model state over the devices, tensor
+        # parallelism the gathered layers (while replicating part of the activations), checkpointing and
+        # smaller micro-batches the activations.
+        memory = self.memory
+        state = memory["parameters"] + memory["gradients"] + memory["optimizer_state"]
+        activations = memory["activations"] + memory["backward_workspace"]
+        advice = []
         if self.backend in ("none", "ddp"):
-            advice.append("parallel: fsdp (or xla_fsdp) to shard the model")
-        advice.append("tensor_parallel" if self.backend in ("fsdp", "xla_fsdp") else "")
+            advice.append("parallel: fsdp (xla_fsdp on TPUs) to shard the model")
+        elif state > 0.25 * self.total:
+            advice.append("more devices")
+        if self.backend in ("fsdp", "xla_fsdp") and memory.get("gathered_layers", 0) + state > activations:
+            advice.append("tensor_parallel")
         if not self.gradient_checkpointing:
             advice.append("gradient_checkpointing: true")
         if self.batch_size > 1:
             advice.append(f"a smaller batch_size (now {self.batch_size}) with more gradient_accumulation_steps")
         raise ConfigError(
             f"the memory plan needs {format_bytes(self.total).strip()} per device ({parts}) but the limit on "
-            f"{self.device.name} is {format_bytes(self.memory_limit).strip()}: use " + ", ".join(a for a in advice if a)
+            f"{self.device.name} is {format_bytes(self.memory_limit).strip()}: use " + ", ".join(advice or ["more memory"])
             + " (or set memory_limit_gib)"
         )
 
