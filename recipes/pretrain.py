@@ -12,6 +12,10 @@ config, distribution, model, data, optimizer, resume, loop, final report. Distri
 ``genolm/parallel/`` (one runtime class per backend); the loop below is the same for CPU, GPUs (DDP /
 FSDP2) and TPU (SPMD FSDPv2).
 
+The run starts by printing its memory and time plan (``genolm plan``, ``genolm/training/plan.py``); a
+plan that exceeds the device's memory (``memory_limit_gib`` sets another limit, 0 none) stops the run before
+the model is built, with what to change.
+
 Each logging step appends one JSON line to ``OUTPUT_DIR/log.jsonl``. Checkpoints (Hugging Face model +
 tokenizer + optimizer/scheduler/RNG/data state) go to ``OUTPUT_DIR/checkpoints/step-*``; ``--resume``
 continues from the newest complete one (every file checked against its sha256) with exactly the batches an
