@@ -525,20 +525,6 @@ def local_processes() -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
 
 
-__all__ = [
-    "DEVICES",
-    "DeviceKind",
-    "Plan",
-    "activation_bytes",
-    "layer_parameter_count",
-    "model_state_bytes",
-    "parameter_count",
-    "parse_devices",
-    "plan_for_runtime",
-    "plan_pretraining",
-]
-
-
 # ------------------------------------------------------------------------------------------------------
 # measurement (for the benchmark and the tests)
 # ------------------------------------------------------------------------------------------------------
@@ -604,3 +590,18 @@ def measure_training_step(
         step()
     peak = sum(snapshot["Total"] for snapshot in tracker.get_tracker_snapshot("peak").values())
     return {"peak": float(peak), "static": float(static)}
+
+
+__all__ = [
+    "DEVICES",
+    "DeviceKind",
+    "Plan",
+    "activation_bytes",
+    "layer_parameter_count",
+    "measure_training_step",
+    "model_state_bytes",
+    "parameter_count",
+    "parse_devices",
+    "plan_for_runtime",
+    "plan_pretraining",
+]
