@@ -90,6 +90,28 @@ PRESETS: dict[str, dict[str, Any]] = {
         num_attention_heads=16,
         intermediate_size=4096,
     ),
+    # Larger NT-v2-style models for pod-scale pretraining (no published checkpoint; shapes chosen by rule).
+    # Rules: head_dim 128 (hidden_size = 128 * num_attention_heads, so a multiple of 128 and of the head
+    # count, and heads divisible by 8 for tensor parallelism over 8 devices); intermediate_size = 4 x hidden
+    # (NT-v2-500m's ratio, 4096 / 1024, with SwiGLU on top: 12 * hidden^2 FFN weights per layer); width /
+    # depth between 90 and 110, within the published range of dense transformers of this size (GPT-3 2.7B-13B:
+    # 80-128; NT-v1-2.5B: 80; Llama-2 7B/13B/70B: 128/128/102), where Kaplan et al. 2020 (fig. 5) find the loss
+    # flat to within ~1 %. Parameter counts (exact, from genolm.training.plan.parameter_count, equal to a
+    # meta-device build): genolm-5b 5,018,334,219; genolm-20b 20,202,925,067.
+    "genolm-5b": dict(
+        _NT_V2,
+        hidden_size=3072,
+        num_hidden_layers=33,
+        num_attention_heads=24,
+        intermediate_size=12288,
+    ),
+    "genolm-20b": dict(
+        _NT_V2,
+        hidden_size=5120,
+        num_hidden_layers=48,
+        num_attention_heads=40,
+        intermediate_size=20480,
+    ),
 }
 
 

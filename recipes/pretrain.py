@@ -12,6 +12,10 @@ config, distribution, model, data, optimizer, resume, loop, final report. Distri
 ``genolm/parallel/`` (one runtime class per backend); the loop below is the same for CPU, GPUs (DDP /
 FSDP2) and TPU (SPMD FSDPv2).
 
+The run starts by printing its memory and time plan (``genolm plan``, ``genolm/training/plan.py``); a
+plan that exceeds the device's memory (``memory_limit_gib`` sets another limit, 0 none) stops the run before
+the model is built, with what to change.
+
 Each logging step appends one JSON line to ``OUTPUT_DIR/log.jsonl``. Checkpoints (Hugging Face model +
 tokenizer + optimizer/scheduler/RNG/data state) go to ``OUTPUT_DIR/checkpoints/step-*``; ``--resume``
 continues from the newest complete one (every file checked against its sha256) with exactly the batches an
@@ -60,6 +64,7 @@ from genolm.training.guards import FiniteGuard
 from genolm.training.metrics import ThroughputMeter
 from genolm.training.mlm import mlm_loss_sum, mlm_loss_weight
 from genolm.training.optim import build_optimizer
+from genolm.training.plan import plan_for_runtime
 from genolm.training.resume import process_state, restore_process_state, resume_plan
 
 RUN_ENTRIES = ("log.jsonl", "checkpoints")  # what makes output_dir hold a run
@@ -92,6 +97,12 @@ def pretrain(cfg) -> dict[str, Any]:
     resume_from = latest_checkpoint(checkpoints_dir) if cfg.resume else None
     if cfg.resume and resume_from is None:
         say(f"--resume: no complete checkpoint in {checkpoints_dir}; starting from scratch")
+
+    # Memory plan before any weight exists (genolm/training/plan.py): a run that cannot fit stops here.
+    run_plan = plan_for_runtime(cfg, rt, checkpoint=resume_from or cfg.init_from)
+    if run_plan is not None:
+        say(run_plan.format())
+        run_plan.check()
 
     # ---------------------------------------------------------------------------------------------
     # model (a resume takes the architecture and weights from the checkpoint)

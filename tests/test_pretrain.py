@@ -27,7 +27,9 @@ from genolm.training.guards import FiniteGuard, TrainingDivergedError
 from genolm.training.metrics import THROUGHPUT_WARMUP_STEPS, read_log
 
 REPO = Path(__file__).resolve().parents[1]
-PRETRAIN_CONFIGS = ("quickstart", "debug", "agront-1b", "nt-v2-500m")  # the configs of recipes/pretrain.py
+PRETRAIN_CONFIGS = (  # the configs of recipes/pretrain.py
+    "quickstart", "debug", "agront-1b", "nt-v2-500m", "genolm-20b-tpu-v4", "genolm-5b-gpu",
+)
 CONFIGS = [REPO / "recipes" / "configs" / f"{name}.yaml" for name in PRETRAIN_CONFIGS]
 DEBUG = REPO / "recipes" / "configs" / "debug.yaml"
 

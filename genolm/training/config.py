@@ -81,6 +81,11 @@ class PretrainConfig:
     mixed_precision: str = _f("auto", "no, bf16, or auto (bf16 on GPU/TPU, fp32 on CPU).")
     # --- distribution -------------------------------------------------------------------------
     parallel: Parallel = _f("auto", "none, ddp, fsdp (GPU, FSDP2), xla_fsdp (TPU SPMD FSDPv2), or auto.")
+    memory_limit_gib: float | None = _f(
+        None,
+        "Memory per device (GiB) that the memory plan printed at start must fit in, else the run stops before "
+        "building the model (default: the device's memory; on the CPU the host's available memory); 0: no check.",
+    )
     # --- run ----------------------------------------------------------------------------------
     output_dir: str = _f("runs/pretrain", "Run folder: log.jsonl, checkpoints/, trackers.")
     seed: int = _f(0, "Seed of model initialisation, masking and data order.")
@@ -124,6 +129,8 @@ class PretrainConfig:
             fail(f"stride must be >= 1, got {self.stride}")
         check_positive(self, "lr", "adam_eps")
         check_non_negative(self, "init_lr", "min_lr", "weight_decay", "max_grad_norm", "soft_mask_weight")
+        if self.memory_limit_gib is not None:
+            check_non_negative(self, "memory_limit_gib")
         check_fraction(self, "mlm_probability", "mask_replace_prob", "random_replace_prob", "adam_beta1", "adam_beta2")
         if self.mlm_probability == 0:
             fail("mlm_probability must be > 0 (no token would be predicted), got 0")
