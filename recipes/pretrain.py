@@ -13,8 +13,12 @@ config, distribution, model, data, optimizer, resume, loop, final report. Distri
 FSDP2) and TPU (SPMD FSDPv2).
 
 Each logging step appends one JSON line to ``OUTPUT_DIR/log.jsonl``. Checkpoints (Hugging Face model +
-tokenizer + optimizer/scheduler/RNG/data state) go to ``OUTPUT_DIR/checkpoints/step-*``; ``--resume``
-continues from the newest complete one (every file checked against its sha256) with exactly the batches an
+tokenizer + optimizer/scheduler/RNG/data state) go to ``OUTPUT_DIR/checkpoints/step-*``: consolidated (one
+process gathers and writes everything) for one process, sharded (every process writes its shards with
+``torch.distributed.checkpoint``; the last checkpoint also carries the consolidated model, ``genolm export``
+consolidates the others) when parameters are sharded or several processes train (``checkpoint_format``,
+``checkpoint_async``). ``--resume`` continues from the newest complete one (every file checked against its
+sha256), of either format and from any earlier number of processes or backend, with exactly the batches an
 uninterrupted run would see. A folder that holds another run (a ``log.jsonl`` or ``checkpoints/``) is refused
 unless ``--resume`` or ``--overwrite`` (which removes the old run's log and checkpoints first); a lock file
 keeps a second run out while one is running. A step whose loss or gradient norm is NaN or infinite stops the
@@ -49,13 +53,19 @@ from genolm.training import (
     fixed_batches,
     flops_per_token,
     latest_checkpoint,
-    load_training_state,
     mfu,
     parse_config,
     peak_flops,
     rng_state,
     save_checkpoint,
     set_rng_state,
+)
+from genolm.training.checkpoint import (
+    ShardedSave,
+    checkpoint_format,
+    is_sharded_checkpoint,
+    load_checkpoint,
+    save_sharded_checkpoint,
 )
 from genolm.training.data import build_datasets, take
 from genolm.training.guards import FiniteGuard
@@ -95,10 +105,15 @@ def pretrain(cfg) -> dict[str, Any]:
         say(f"--resume: no complete checkpoint in {checkpoints_dir}; starting from scratch")
 
     # ---------------------------------------------------------------------------------------------
-    # model (a resume takes the architecture and weights from the checkpoint)
+    # model (a resume takes the architecture from the checkpoint, and its weights: from model.safetensors
+    # for a consolidated checkpoint, with the optimizer state from dcp/ once sharded for a sharded one)
     # ---------------------------------------------------------------------------------------------
     load_kwargs = {"attn_implementation": cfg.attn_implementation}
-    if resume_from is not None:
+    if resume_from is not None and is_sharded_checkpoint(resume_from):
+        model_config = GenoLMConfig.from_pretrained(resume_from)
+        model_config._attn_implementation = cfg.attn_implementation
+        model = GenoLMForMaskedLM(model_config)
+    elif resume_from is not None:
         model = GenoLMForMaskedLM.from_pretrained(resume_from, **load_kwargs)
     elif cfg.init_from:
         model = GenoLMForMaskedLM.from_pretrained(cfg.init_from, **load_kwargs)
@@ -162,13 +177,15 @@ def pretrain(cfg) -> dict[str, Any]:
     )
     step, tokens_seen, val_before = 0, 0, None
     if resume_from is not None:
-        state = load_training_state(resume_from)
-        rt.load_optimizer_state_dict(model, optimizer, state["optimizer"])
+        # Any format, any earlier number of processes or backend (a sharded checkpoint is resharded).
+        resumed = load_checkpoint(resume_from, rt, model, optimizer)
+        state = resumed.trainer
         scheduler.load_state_dict(state["scheduler"])
-        streams = state["streams"]
-        if rt.process_index < len(streams):
-            stream.load_state_dict(streams[rt.process_index])
-        set_rng_state(state["rng"])
+        process_state = resumed.process or {}  # None: the checkpoint has no state for this process
+        if "stream" in process_state:
+            stream.load_state_dict(process_state["stream"])
+        if "rng" in process_state:
+            set_rng_state(process_state["rng"])
         step, tokens_seen, val_before = state["step"], state["tokens_seen"], state.get("val_before")
         say(f"resumed from {resume_from} at step {step}")
 
@@ -205,24 +222,42 @@ def pretrain(cfg) -> dict[str, Any]:
 
     meter = ThroughputMeter()  # skips the first (compiling) steps; evaluation and checkpoints are paused
 
+    # Sharded: every process writes its own shards (torch.distributed.checkpoint), the last checkpoint also
+    # carries the consolidated weights; consolidated: the main process gathers and writes everything.
+    sharded_checkpoints = checkpoint_format(cfg.checkpoint_format, rt.shards_parameters, rt.num_processes) == "sharded"
+    if cfg.checkpoint_async and not (sharded_checkpoints and rt.async_checkpoints):
+        say(f"checkpoint_async: checkpoints are written synchronously ({'backend ' + rt.backend if sharded_checkpoints else 'consolidated format'})")
+    pending: list[ShardedSave] = []  # an asynchronous save still being written
+
+    def finish_pending() -> Path | None:
+        return pending.pop().finish() if pending else None
+
     def save(step: int) -> Path | None:
+        trainer_state = {
+            "step": step,
+            "tokens_seen": tokens_seen,
+            "scheduler": scheduler.state_dict(),
+            "val_before": val_before,
+            "config": cfg.to_dict(),
+            "backend": rt.backend,
+        }
+        process_state = {"stream": stream.state_dict(), "rng": rng_state()}  # this process's own
+        if sharded_checkpoints:
+            finish_pending()
+            final = step == cfg.max_steps
+            pending.append(save_sharded_checkpoint(
+                checkpoints_dir, step, rt, model, optimizer, tokenizer=tokenizer, trainer_state=trainer_state,
+                process_state=process_state, keep_last=cfg.keep_checkpoints,
+                asynchronous=cfg.checkpoint_async and not final, consolidate=final,
+            ))
+            return None if cfg.checkpoint_async and not final else finish_pending()
         # Every process takes part (FSDP gathers shards); the main process writes.
         weights = rt.model_state_dict(model)
         optimizer_state = rt.optimizer_state_dict(model, optimizer)
-        streams = rt.gather_object(stream.state_dict())
+        processes = rt.gather_object(process_state)
         path = None
         if rt.is_main_process:
-            training_state = {
-                "step": step,
-                "tokens_seen": tokens_seen,
-                "optimizer": optimizer_state,
-                "scheduler": scheduler.state_dict(),
-                "streams": streams,
-                "rng": rng_state(),
-                "val_before": val_before,
-                "config": cfg.to_dict(),
-                "backend": rt.backend,
-            }
+            training_state = {**trainer_state, "optimizer": optimizer_state, "processes": processes}
             path = save_checkpoint(
                 checkpoints_dir, step, rt.unwrap(model), tokenizer, training_state,
                 model_state_dict=weights, keep_last=cfg.keep_checkpoints,
@@ -315,9 +350,10 @@ def pretrain(cfg) -> dict[str, Any]:
             # Host sync: no checkpoint of a step that followed a non-finite one (the earlier ones stay).
             guard.check(f"the checkpoint of step {step}", reduce=rt.reduce_mean)
             with meter.paused():
-                last_checkpoint = save(step)
+                last_checkpoint = save(step) or last_checkpoint
     if progress is not None:
         progress.close()
+    last_checkpoint = finish_pending() or last_checkpoint  # an asynchronous save not finished yet
     if last_checkpoint is None and rt.is_main_process:  # resumed a finished run
         last_checkpoint = latest_checkpoint(checkpoints_dir)
 

@@ -34,6 +34,7 @@ class Runtime:
             length and drop the last incomplete training batch.
         sparse_lm_head: the masked-LM head may project only the masked positions (a data-dependent shape).
         shards_parameters: parameters are split over devices (FSDP2, SPMD FSDPv2).
+        async_checkpoints: :meth:`save_sharded` can write in the background (``asynchronous=True``).
 
     Attributes:
         device: where batches go.
@@ -50,6 +51,7 @@ class Runtime:
     static_shapes: ClassVar[bool] = False
     sparse_lm_head: ClassVar[bool] = True
     shards_parameters: ClassVar[bool] = False
+    async_checkpoints: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -35,6 +35,7 @@ class XLAFSDPRuntime(Runtime):
     sparse_lm_head = False
     gradient_replicas = 1  # one global computation: losses and gradients are already over the global batch
     shards_parameters = True
+    async_checkpoints = False  # the device shards are copied to the host first: save_sharded is synchronous
 
     def __init__(self, *args: Any, mesh: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
