@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, ClassVar
@@ -222,6 +223,8 @@ class Runtime:
         no_dist = not _distributed()
         with single_process_checkpoint():
             if asynchronous:
+                if no_dist:  # the background thread warns outside this context
+                    warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable")
                 return dcp.async_save(state, checkpoint_id=folder, process_group=_cpu_group(), no_dist=no_dist)
             dcp.save(state, checkpoint_id=folder, no_dist=no_dist)
         return None
