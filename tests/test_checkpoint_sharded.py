@@ -19,6 +19,7 @@ import torch
 from genolm import GenoLMConfig, GenoLMForMaskedLM, GenoLMTokenizer, parallel
 from genolm.cli import main as cli_main
 from genolm.errors import ConfigError, InputDataError
+from genolm.publish import read_training_metadata
 from genolm.training import checkpoint as ckpt
 from genolm.training.config import PretrainConfig
 from genolm.training.metrics import read_log
@@ -183,7 +184,8 @@ def _load_recipe():
 def test_recipe_resumes_a_sharded_asynchronous_checkpoint_exactly(tmp_path, capsys):
     """recipes/pretrain.py with sharded, asynchronous checkpoints in one process: the intermediate checkpoint
     holds no consolidated weights, the last one does (from_pretrained loads it); a run resumed from the
-    step-3 checkpoint logs the losses of the uninterrupted run and ends with identical weights."""
+    step-3 checkpoint logs the losses of the uninterrupted run and ends with identical weights. The publish
+    command's metadata reader finds the run's configuration and step in trainer_state.json."""
     from safetensors.torch import load_file
 
     args = ["--config", str(DEBUG), "--max_steps", "6", "--checkpoint_every", "3", "--max_tokens", "31",
@@ -197,6 +199,9 @@ def test_recipe_resumes_a_sharded_asynchronous_checkpoint_exactly(tmp_path, caps
     assert not (checkpoints / "step-00000003" / "model.safetensors").exists()
     assert (checkpoints / "step-00000006" / "model.safetensors").is_file()
     GenoLMForMaskedLM.from_pretrained(checkpoints / "step-00000006")
+    metadata = read_training_metadata(checkpoints / "step-00000006")  # genolm publish reads trainer_state.json
+    assert metadata["config"]["checkpoint_format"] == "sharded" and metadata["facts"]["step"] == 6
+    assert metadata["facts"]["tokens_seen"] == 6 * 2 * 32
     expected = {r["step"]: r["loss"] for r in read_log(reference / "log.jsonl") if "loss" in r}
 
     resumed = tmp_path / "resumed"
@@ -323,7 +328,7 @@ def test_export_of_a_two_process_checkpoint_gives_the_live_logits(resharded, tmp
     from transformers import AutoModelForMaskedLM
 
     out = tmp_path / "export"
-    _run([sys.executable, "-m", "genolm", "export", str(resharded / "fsdp" / "checkpoints" / "step-00000002"), str(out)])
+    assert cli_main(["export", str(resharded / "fsdp" / "checkpoints" / "step-00000002"), str(out)]) == 0
     saved = torch.load(resharded / "fsdp" / "saved.pt", weights_only=True)
     exported = AutoModelForMaskedLM.from_pretrained(out).eval()
     for name, value in exported.state_dict().items():
