@@ -337,3 +337,18 @@ def test_export_of_a_two_process_checkpoint_gives_the_live_logits(resharded, tmp
     with torch.no_grad():
         logits = exported(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     torch.testing.assert_close(logits, saved["logits"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_ddp_checkpoint_resumes_under_fsdp2_exactly(tmp_path):
+    """A sharded checkpoint of 2 DDP processes (whole model on each; DCP writes every tensor once) loads into
+    2 FSDP2 processes, each keeping its shard, with exactly the weights and AdamW state DDP held."""
+    ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp"
+    ddp.mkdir(), fsdp.mkdir()
+    _run(TORCHRUN + [str(WORKER), str(ddp), "--parallel", "ddp", "--steps", "2"])
+    checkpoint = ddp / "checkpoints" / "step-00000002"
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["backend"] == "ddp"
+    _run(TORCHRUN + [str(WORKER), str(fsdp), "--parallel", "fsdp", "--steps", "0", "--resume", str(checkpoint)])
+    _assert_same_full_state(
+        torch.load(fsdp / "loaded.pt", weights_only=True), torch.load(ddp / "saved.pt", weights_only=True)
+    )

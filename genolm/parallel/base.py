@@ -221,11 +221,11 @@ class Runtime:
 
         state = self.sharded_state_dict(model, optimizer)
         no_dist = not _distributed()
+        if asynchronous:
+            if no_dist:  # process-wide: the background thread warns after this returns
+                warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable")
+            return dcp.async_save(state, checkpoint_id=folder, process_group=_cpu_group(), no_dist=no_dist)
         with single_process_checkpoint():
-            if asynchronous:
-                if no_dist:  # the background thread warns outside this context
-                    warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable")
-                return dcp.async_save(state, checkpoint_id=folder, process_group=_cpu_group(), no_dist=no_dist)
             dcp.save(state, checkpoint_id=folder, no_dist=no_dist)
         return None
 
