@@ -172,11 +172,17 @@ class XLAFSDPRuntime(Runtime):
         """The device tensors themselves (sharded ``XLA`` tensors), under the names and in the nesting that
         ``get_state_dict`` gives the other backends, so the checkpoints are interchangeable: the model's
         weights by Hugging Face name, the optimizer's ``{"state": {name: ...}, "param_groups": [...]}``.
-        An optimizer without state yet gets it from a zero-gradient step (torch-xla's ``prime_optimizer``)."""
+        An optimizer without state yet gets it from a zero-gradient step at learning rate 0 (torch-xla's
+        ``prime_optimizer``), which leaves the parameters as they are."""
         if not optimizer.state:
             from torch_xla.experimental.distributed_checkpoint import prime_optimizer
 
+            rates = [group["lr"] for group in optimizer.param_groups]
+            for group in optimizer.param_groups:
+                group["lr"] = 0.0  # no weight decay either
             prime_optimizer(optimizer)
+            for group, rate in zip(optimizer.param_groups, rates):
+                group["lr"] = rate
         self.step_end()
         names = {id(p): clean_name(n) for n, p in model.named_parameters()}
         model_state = {clean_name(k): v for k, v in self.unwrap(model).state_dict(keep_vars=True).items()}

@@ -274,8 +274,8 @@ def save_sharded_checkpoint(
     """
     checkpoints_dir = Path(checkpoints_dir)
     name = checkpoint_name(step)
-    main_pid = rt.gather_object(os.getpid())[0]  # one temporary folder for every process
-    tmp = checkpoints_dir / f".tmp-{name}-{main_pid}"
+    tmp = checkpoints_dir / f".tmp-{name}-sharded"  # one name every process knows (the leftover of a killed
+    # save is removed here or by the next pruning)
     if rt.is_main_process:
         if tmp.exists():
             shutil.rmtree(tmp)
