@@ -334,8 +334,8 @@ _CPU_GROUP: list[Any] = []
 
 
 def _cpu_group() -> Any:
-    """A gloo process group over every process, for the CPU collectives of an asynchronous DCP save (the
-    default group when it is gloo already; None without a process group)."""
+    """A gloo process group over every process, for the CPU collectives of an asynchronous DCP save; None
+    (DCP's default group) when the default group is gloo already or there is no process group."""
     if not _distributed():
         return None
     import torch.distributed as dist
