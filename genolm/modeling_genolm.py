@@ -18,6 +18,9 @@ Nucleotide Transformer embedding recipe); ``output_attentions=True`` returns eac
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -322,6 +325,21 @@ class GenoLMPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["GenoLMLayer"]
     _supports_sdpa = True
     _keys_to_ignore_on_load_unexpected = [r"rotary\.inv_freq"]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
+        """``PreTrainedModel.from_pretrained``; a sharded training checkpoint without consolidated weights is
+        refused with a message that says how to export it."""
+        folder = Path(str(pretrained_model_name_or_path))
+        weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+        if (folder / "dcp").is_dir() and not any((folder / name).exists() for name in weights):
+            from .errors import InputDataError
+
+            raise InputDataError(
+                f"{folder} is a sharded training checkpoint (dcp/) without consolidated weights: export it with "
+                f"`genolm export {folder} OUTPUT_DIR`, then load OUTPUT_DIR"
+            )
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
         """Normal(0, initializer_range) for linear and embedding weights, zero biases, unit LayerNorms (the

@@ -108,11 +108,12 @@ def read_training_metadata(
 
     - a YAML/JSON configuration (``config.yaml`` as written by ``recipes/finetune.py``, ...), else the
       ``config`` entry of ``training_state.pt`` (``recipes/pretrain.py`` checkpoints; memory-mapped, so the
-      optimizer state is not read);
+      optimizer state is not read) or of ``trainer_state.json`` (sharded checkpoints);
     - a metrics JSON (``metrics.json`` of ``recipes/finetune.py``, ``eval_results.json`` of
       ``transformers.Trainer``, ...): numbers under ``validation`` / ``test`` / ``eval`` are evaluation
       results, other top-level scalars (best step, steps, parameter counts) are run facts;
-    - ``checkpoint.json`` (the training step) and ``training_state.pt`` (step, tokens seen);
+    - ``checkpoint.json`` (the training step) and ``training_state.pt`` / ``trainer_state.json`` (step, tokens
+      seen);
     - without a metrics file, the last validation loss and perplexity up to that step in ``log.jsonl``.
 
     Returns ``{"config": dict, "config_file": Path|None, "metrics": {name: number}, "metrics_file":
@@ -146,6 +147,19 @@ def read_training_metadata(
                 config = state["config"]
             facts.update(
                 {k: state[k] for k in ("step", "tokens_seen") if isinstance(state.get(k), (int, float))}
+            )
+    trainer_file = checkpoint / "trainer_state.json"  # the same facts in a sharded checkpoint
+    if trainer_file.is_file():
+        try:
+            trainer = json.loads(trainer_file.read_text())
+        except json.JSONDecodeError as err:
+            logger.warning("%s: not read (%s)", trainer_file, err)
+            trainer = {}
+        if isinstance(trainer, dict):
+            if not config and isinstance(trainer.get("config"), dict):
+                config = trainer["config"]
+            facts.update(
+                {k: trainer[k] for k in ("step", "tokens_seen") if isinstance(trainer.get(k), (int, float))}
             )
     manifest = checkpoint / "checkpoint.json"
     if manifest.is_file() and "step" not in facts:

@@ -17,8 +17,12 @@ plan that exceeds the device's memory (``memory_limit_gib`` sets another limit, 
 the model is built, with what to change.
 
 Each logging step appends one JSON line to ``OUTPUT_DIR/log.jsonl``. Checkpoints (Hugging Face model +
-tokenizer + optimizer/scheduler/RNG/data state) go to ``OUTPUT_DIR/checkpoints/step-*``; ``--resume``
-continues from the newest complete one (every file checked against its sha256) with exactly the batches an
+tokenizer + optimizer/scheduler/RNG/data state) go to ``OUTPUT_DIR/checkpoints/step-*``: consolidated (one
+process gathers and writes everything) for one process, sharded (every process writes its shards with
+``torch.distributed.checkpoint``; the last checkpoint also carries the consolidated model, ``genolm export``
+consolidates the others) when parameters are sharded or several processes train (``checkpoint_format``,
+``checkpoint_async``). ``--resume`` continues from the newest complete one (every file checked against its
+sha256), of either format and from any earlier number of processes or backend, with exactly the batches an
 uninterrupted run would see. A folder that holds another run (a ``log.jsonl`` or ``checkpoints/``) is refused
 unless ``--resume`` or ``--overwrite`` (which removes the old run's log and checkpoints first); a lock file
 keeps a second run out while one is running. A step whose loss or gradient norm is NaN or infinite stops the
@@ -28,6 +32,7 @@ inputs end in one line, ``pretrain.py: error: ...``, and exit code 2.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -53,11 +58,17 @@ from genolm.training import (
     fixed_batches,
     flops_per_token,
     latest_checkpoint,
-    load_training_state,
     mfu,
     parse_config,
     peak_flops,
     save_checkpoint,
+)
+from genolm.training.checkpoint import (
+    ShardedSave,
+    checkpoint_format,
+    is_sharded_checkpoint,
+    load_checkpoint,
+    save_sharded_checkpoint,
 )
 from genolm.training.data import build_datasets, take
 from genolm.training.guards import FiniteGuard
@@ -65,7 +76,7 @@ from genolm.training.metrics import ThroughputMeter
 from genolm.training.mlm import mlm_loss_sum, mlm_loss_weight
 from genolm.training.optim import build_optimizer
 from genolm.training.plan import plan_for_runtime
-from genolm.training.resume import process_state, restore_process_state, resume_plan
+from genolm.training.resume import process_state, restore_process_state
 
 RUN_ENTRIES = ("log.jsonl", "checkpoints")  # what makes output_dir hold a run
 
@@ -105,10 +116,15 @@ def pretrain(cfg) -> dict[str, Any]:
         run_plan.check()
 
     # ---------------------------------------------------------------------------------------------
-    # model (a resume takes the architecture and weights from the checkpoint)
+    # model (a resume takes the architecture from the checkpoint, and its weights: from model.safetensors
+    # for a consolidated checkpoint, with the optimizer state from dcp/ once sharded for a sharded one)
     # ---------------------------------------------------------------------------------------------
     load_kwargs = {"attn_implementation": cfg.attn_implementation}
-    if resume_from is not None:
+    if resume_from is not None and is_sharded_checkpoint(resume_from):
+        model_config = GenoLMConfig.from_pretrained(resume_from)
+        model_config._attn_implementation = cfg.attn_implementation
+        model = GenoLMForMaskedLM(model_config)
+    elif resume_from is not None:
         model = GenoLMForMaskedLM.from_pretrained(resume_from, **load_kwargs)
     elif cfg.init_from:
         model = GenoLMForMaskedLM.from_pretrained(cfg.init_from, **load_kwargs)
@@ -172,15 +188,14 @@ def pretrain(cfg) -> dict[str, Any]:
     )
     step, tokens_seen, val_before = 0, 0, None
     if resume_from is not None:
-        state = load_training_state(resume_from)
-        rt.load_optimizer_state_dict(model, optimizer, state["optimizer"])
+        # Any format, any earlier number of processes or backend (a sharded checkpoint is resharded).
+        resumed = load_checkpoint(resume_from, rt, model, optimizer)
+        state = resumed.trainer
         scheduler.load_state_dict(state["scheduler"])
         # Each process continues from its own data position and random generators.
-        saved = state.get("processes") or [{"stream": s, "rng": state["rng"]} for s in state["streams"]]
-        index, note = resume_plan(len(saved), rt.process_index, rt.num_processes)
-        restore_process_state(saved[index], stream, rt.device, exact=note is None)
-        if note:
-            say(note)
+        restore_process_state(resumed.process, stream, rt.device, exact=resumed.note is None)
+        if resumed.note:
+            say(resumed.note)
         step, tokens_seen, val_before = state["step"], state["tokens_seen"], state.get("val_before")
         say(f"resumed from {resume_from} at step {step}")
 
@@ -217,23 +232,44 @@ def pretrain(cfg) -> dict[str, Any]:
 
     meter = ThroughputMeter()  # skips the first (compiling) steps; evaluation and checkpoints are paused
 
+    # Sharded: every process writes its own shards (torch.distributed.checkpoint), the last checkpoint also
+    # carries the consolidated weights; consolidated: the main process gathers and writes everything.
+    sharded_checkpoints = checkpoint_format(cfg.checkpoint_format, rt.shards_parameters, rt.num_processes) == "sharded"
+    if cfg.checkpoint_async and not (sharded_checkpoints and rt.async_checkpoints):
+        say(f"checkpoint_async: checkpoints are written synchronously ({'backend ' + rt.backend if sharded_checkpoints else 'consolidated format'})")
+    pending: list[ShardedSave] = []  # an asynchronous save still being written
+
+    def finish_pending() -> Path | None:
+        return pending.pop().finish() if pending else None
+
     def save(step: int) -> Path | None:
+        trainer_state = {
+            "step": step,
+            "tokens_seen": tokens_seen,
+            "scheduler": scheduler.state_dict(),
+            "val_before": val_before,
+            "config": cfg.to_dict(),
+            "backend": rt.backend,
+        }
+        # This process's own data position and random generators, read after the checkpoint's device syncs
+        # (under XLA they move the device generator, and training continues from the moved one).
+        own_state = functools.partial(process_state, stream, rt.device)
+        if sharded_checkpoints:
+            finish_pending()
+            final = step == cfg.max_steps
+            pending.append(save_sharded_checkpoint(
+                checkpoints_dir, step, rt, model, optimizer, tokenizer=tokenizer, trainer_state=trainer_state,
+                process_state=own_state, keep_last=cfg.keep_checkpoints,
+                asynchronous=cfg.checkpoint_async and not final, consolidate=final,
+            ))
+            return None if cfg.checkpoint_async and not final else finish_pending()
         # Every process takes part (FSDP gathers shards); the main process writes.
         weights = rt.model_state_dict(model)
         optimizer_state = rt.optimizer_state_dict(model, optimizer)
-        processes = rt.gather_object(process_state(stream, rt.device))  # after weights: XLA has run the step
+        processes = rt.gather_object(own_state())  # after the weights: XLA has run the step
         path = None
         if rt.is_main_process:
-            training_state = {
-                "step": step,
-                "tokens_seen": tokens_seen,
-                "optimizer": optimizer_state,
-                "scheduler": scheduler.state_dict(),
-                "processes": processes,
-                "val_before": val_before,
-                "config": cfg.to_dict(),
-                "backend": rt.backend,
-            }
+            training_state = {**trainer_state, "optimizer": optimizer_state, "processes": processes}
             path = save_checkpoint(
                 checkpoints_dir, step, rt.unwrap(model), tokenizer, training_state,
                 model_state_dict=weights, keep_last=cfg.keep_checkpoints,
@@ -326,9 +362,10 @@ def pretrain(cfg) -> dict[str, Any]:
             # Host sync: no checkpoint of a step that followed a non-finite one (the earlier ones stay).
             guard.check(f"the checkpoint of step {step}", reduce=rt.reduce_mean)
             with meter.paused():
-                last_checkpoint = save(step)
+                last_checkpoint = save(step) or last_checkpoint
     if progress is not None:
         progress.close()
+    last_checkpoint = finish_pending() or last_checkpoint  # an asynchronous save not finished yet
     if last_checkpoint is None and rt.is_main_process:  # resumed a finished run
         last_checkpoint = latest_checkpoint(checkpoints_dir)
 

@@ -151,29 +151,40 @@ def test_compiled_layers_under_fsdp2_train_like_eager_one_process(tmp_path):
 
 @pytest.mark.slow
 def test_pretrain_recipe_under_fsdp2_checkpoints_and_resumes(tmp_path):
-    """recipes/pretrain.py --parallel fsdp on 2 processes: trains, writes sharding.json and checkpoints that
-    reload on the CPU, and resumes (the full optimizer state goes back into the shards)."""
+    """recipes/pretrain.py --parallel fsdp on 2 processes: trains, writes sharding.json and sharded checkpoints
+    (one DCP file per process; the last one also the consolidated model, which reloads on the CPU), resumes on
+    2 processes, then on 1 process (DCP reshards the model and optimizer state), which writes a consolidated
+    checkpoint with the full optimizer state."""
     from transformers import AutoModelForMaskedLM
 
     import genolm  # noqa: F401
 
     out = tmp_path / "run"
-    common = ["recipes/pretrain.py", "--config", str(DEBUG), "--parallel", "fsdp", "--checkpoint_every", "2",
+    common = ["recipes/pretrain.py", "--config", str(DEBUG), "--checkpoint_every", "2",
               "--output_dir", str(out), "--report_to", "none"]  # fmt: skip
-    done = _run(TORCHRUN + common + ["--max_steps", "2"])
+    done = _run(TORCHRUN + common + ["--parallel", "fsdp", "--max_steps", "2"])
     assert "backend fsdp on 2 x cpu (2 process(es))" in done.stdout
     sharding = json.loads((out / "sharding.json").read_text())
     assert sharding["genolm.encoder.layers.0.attention.query.weight"] == "(Shard(dim=0),) over mesh (2,)"
-    _run(TORCHRUN + common + ["--max_steps", "4", "--resume", "true"])
-    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    losses = [r for r in records if "loss" in r]
-    assert [r["step"] for r in losses] == [1, 2, 3, 4]
-    assert all(r["loss"] == r["loss"] and r["loss"] < 9 for r in losses)  # finite, near ln(4105) or below
+    _run(TORCHRUN + common + ["--parallel", "fsdp", "--max_steps", "4", "--resume", "true"])
     checkpoint = out / "checkpoints" / "step-00000004"
+    assert sorted(p.name for p in (checkpoint / "dcp").iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    assert {"process-00000.pt", "process-00001.pt", "model.safetensors"} <= {p.name for p in checkpoint.iterdir()}
+    trainer = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert (trainer["backend"], trainer["step"], trainer["num_processes"], trainer["mesh_shape"]) == ("fsdp", 4, 2, [2])
     model = AutoModelForMaskedLM.from_pretrained(checkpoint).eval()
     assert type(model).__name__ == "GenoLMForMaskedLM"
-    state = torch.load(checkpoint / "training_state.pt", weights_only=False)
-    assert state["backend"] == "fsdp" and state["step"] == 4
+
+    done = _run([sys.executable] + common + ["--parallel", "none", "--max_steps", "6", "--resume", "true"])
+    assert f"resumed from {checkpoint} at step 4" in done.stdout
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    losses = [r for r in records if "loss" in r]
+    assert [r["step"] for r in losses] == [1, 2, 3, 4, 5, 6]
+    assert all(r["loss"] == r["loss"] and r["loss"] < 9 for r in losses)  # finite, near ln(4105) or below
+    last = out / "checkpoints" / "step-00000006"
+    state = torch.load(last / "training_state.pt", weights_only=False)
+    assert state["backend"] == "none" and state["step"] == 6 and not (last / "dcp").exists()
+    model = AutoModelForMaskedLM.from_pretrained(last)
     names = {n for n, _ in model.named_parameters()}
     assert set(state["optimizer"]["state"]) == names
     for name, param in model.named_parameters():

@@ -2,8 +2,9 @@
 
 Checks: parameters sharded over the 4 devices, the loss falls, no graph compilation after step 2, the
 consolidated export reloads on the CPU with the same logits, fine-tuning under the same runtime saves a model
-that reproduces its predictions on the CPU, CPU runs are not taken over by torch-xla, and a run killed with
-SIGKILL and resumed logs exactly the losses of an uninterrupted one.
+that reproduces its predictions on the CPU, CPU runs are not taken over by torch-xla, a run killed with
+SIGKILL and resumed logs exactly the losses of an uninterrupted one, and a sharded (DCP) checkpoint of 4
+devices reloads exactly on 2 devices and on the CPU, and exports.
 """
 
 from __future__ import annotations
@@ -227,3 +228,66 @@ def test_sigkill_and_resume_gives_identical_losses_under_xla_fsdp(tmp_path):
     got = _losses(killed)
     assert sorted(got) == list(range(1, 11))
     assert [got[step] for step in range(start + 1, 11)] == [expected[step] for step in range(start + 1, 11)], (got, expected)
+
+
+def test_dcp_checkpoint_reloads_on_two_devices_and_on_the_cpu_and_exports(tmp_path):
+    """tests/sharded_checkpoint_worker.py under xla_fsdp: 3 steps on 4 devices and a sharded checkpoint
+    (torch-xla's SPMD planner); the checkpoint loads on 2 devices and, in a CPU process, under the plain
+    runtime (the other backends' names) with exactly the weights and AdamW state the 4 devices held; `genolm
+    export` writes those weights and AutoModelForMaskedLM reproduces the devices' logits."""
+    import torch
+
+    worker = str(REPO / "tests" / "sharded_checkpoint_worker.py")
+    python = os.environ.get("GENOLM_CPU_PYTHON", sys.executable)
+    cpu_env = {**_env(xla=False), "USE_TORCH_XLA": "0", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    runs = {name: tmp_path / name for name in ("four", "two", "cpu")}
+    for folder in runs.values():
+        folder.mkdir()
+    _run([sys.executable, worker, str(runs["four"]), "--parallel", "xla_fsdp", "--steps", "3"], xla=True)
+    checkpoint = runs["four"] / "checkpoints" / "step-00000003"
+    assert sorted(p.name for p in (checkpoint / "dcp").iterdir()) == [".metadata", "__0_0.distcp"]  # one host
+    two = subprocess.run(
+        [sys.executable, worker, str(runs["two"]), "--parallel", "xla_fsdp", "--steps", "0", "--resume", str(checkpoint)],
+        cwd=REPO, env={**_env(xla=True), "CPU_NUM_DEVICES": "2"}, capture_output=True, text=True, timeout=900,
+    )
+    assert two.returncode == 0, two.stderr[-5000:]
+    cpu = subprocess.run(
+        [python, worker, str(runs["cpu"]), "--parallel", "none", "--steps", "0", "--resume", str(checkpoint)],
+        cwd=REPO, env=cpu_env, capture_output=True, text=True, timeout=600,
+    )
+    assert cpu.returncode == 0, cpu.stderr[-5000:]
+
+    saved = torch.load(runs["four"] / "saved.pt", weights_only=True)
+    for name in ("two", "cpu"):
+        loaded = torch.load(runs[name] / "loaded.pt", weights_only=True)
+        assert loaded["trainer"]["backend"] == "xla_fsdp" and loaded["trainer"]["mesh_shape"] == [N_DEVICES, 1]
+        assert loaded["model"].keys() == saved["model"].keys()
+        for key, value in saved["model"].items():
+            assert torch.equal(loaded["model"][key], value), (name, key)
+        assert set(loaded["optimizer"]["state"]) == set(saved["optimizer"]["state"])
+        for key, moments in saved["optimizer"]["state"].items():
+            for moment, value in moments.items():
+                assert torch.equal(torch.as_tensor(loaded["optimizer"]["state"][key][moment]).float().cpu(),
+                                   torch.as_tensor(value).float().cpu()), (name, key, moment)  # fmt: skip
+        torch.testing.assert_close(loaded["logits"], saved["logits"], rtol=1e-4, atol=1e-4)
+
+    check = (
+        "import sys, torch, genolm\n"
+        "from transformers import AutoModelForMaskedLM\n"
+        "from genolm.cli import main\n"
+        "assert main(['export', sys.argv[1], sys.argv[2]]) == 0\n"
+        "saved = torch.load(sys.argv[3], weights_only=True)\n"
+        "model = AutoModelForMaskedLM.from_pretrained(sys.argv[2]).eval()\n"
+        "for name, value in model.state_dict().items():\n"
+        "    assert torch.equal(value, saved['model'][name]), name\n"
+        "with torch.no_grad():\n"
+        "    logits = model(input_ids=saved['batch']['input_ids'], attention_mask=saved['batch']['attention_mask']).logits\n"
+        "diff = (logits - saved['logits']).abs().max().item()\n"
+        "print('max_abs_diff', diff)\n"
+        "assert diff < 1e-4, diff\n"
+    )
+    done = subprocess.run(
+        [python, "-c", check, str(checkpoint), str(tmp_path / "export"), str(runs["four"] / "saved.pt")],
+        cwd=REPO, env=cpu_env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]

@@ -25,6 +25,7 @@ Registry = Mapping[str, Any]
 COMMANDS: Registry = {
     "convert": ("genolm.cli.core", "convert_parser"),
     "info": ("genolm.cli.core", "info_parser"),
+    "export": ("genolm.cli.core", "export_parser"),
     "plan": ("genolm.cli.plan", "plan_parser"),
     "data": {
         "manifest": ("genolm.cli.data", "manifest_parser"),

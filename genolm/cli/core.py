@@ -1,4 +1,4 @@
-"""Core commands: ``genolm convert`` and ``genolm info``."""
+"""Core commands: ``genolm convert``, ``genolm info`` and ``genolm export``."""
 
 from __future__ import annotations
 
@@ -33,6 +33,34 @@ def info_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(func=run_info)
     return parser
+
+
+def export_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``genolm export``: a training checkpoint as a Hugging Face model folder."""
+    parser = subparsers.add_parser(
+        "export",
+        help="consolidate a (sharded) pretraining checkpoint into a Hugging Face model folder",
+        description="Write a recipes/pretrain.py checkpoint (checkpoints/step-N) as a Hugging Face model folder "
+        "(model.safetensors, config.json, tokenizer files) that from_pretrained loads. A sharded checkpoint "
+        "(its dcp/ folder, written by every process of the run) is consolidated on the CPU in this one process: "
+        "it needs the memory of the full model, not of the optimizer state.",
+    )
+    parser.add_argument("checkpoint", help="checkpoint folder (OUTPUT_DIR/checkpoints/step-N)")
+    parser.add_argument("output", help="output model folder (created)")
+    add_overwrite_option(parser, "OUTPUT")
+    add_quiet_option(parser)
+    parser.set_defaults(func=run_export)
+    return parser
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from genolm.training.checkpoint import export_checkpoint
+
+    apply_quiet_option(args)
+    export_checkpoint(args.checkpoint, args.output, overwrite=args.overwrite)
+    if not args.quiet:
+        print(f"wrote {args.output} (from {args.checkpoint})")
+    return 0
 
 
 def run_convert(args: argparse.Namespace) -> int:

@@ -31,8 +31,11 @@ successor of torch-xla) runs eager PyTorch on TPUs with ``torch.distributed`` an
 would be one more class reusing :class:`FSDP2Runtime`'s ``fully_shard`` / DTensor code with a TPU device and
 process group, not another XLA class.
 
-Optimizer states are checkpointed in one portable form, keyed by parameter name (the names of the
-unwrapped Hugging Face model), full (unsharded) and on the CPU, whatever the backend.
+Checkpoints key weights and optimizer states by parameter name (the names of the unwrapped Hugging Face
+model) whatever the backend: consolidated ones hold them full and on the CPU (``model_state_dict``,
+``optimizer_state_dict``); sharded ones are written by every process with ``torch.distributed.checkpoint``
+(``save_sharded`` / ``load_sharded``; torch-xla's SPMD planners under ``xla_fsdp``), so a checkpoint of one
+backend and number of processes or devices loads into any other.
 """
 
 from __future__ import annotations

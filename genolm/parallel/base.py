@@ -9,13 +9,22 @@ from __future__ import annotations
 import collections
 import contextlib
 import math
+import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from .state import clean_name, flat_config, load_named_optimizer_state, named_optimizer_state
+from .state import (
+    clean_name,
+    flat_config,
+    load_named_optimizer_state,
+    named_optimizer_state,
+    single_process_checkpoint,
+)
 
 
 class Runtime:
@@ -27,6 +36,7 @@ class Runtime:
             length and drop the last incomplete training batch.
         sparse_lm_head: the masked-LM head may project only the masked positions (a data-dependent shape).
         shards_parameters: parameters are split over devices (FSDP2, SPMD FSDPv2).
+        async_checkpoints: :meth:`save_sharded` can write in the background (``asynchronous=True``).
 
     Attributes:
         device: where batches go.
@@ -43,6 +53,7 @@ class Runtime:
     static_shapes: ClassVar[bool] = False
     sparse_lm_head: ClassVar[bool] = True
     shards_parameters: ClassVar[bool] = False
+    async_checkpoints: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -191,6 +202,54 @@ class Runtime:
                 if clean_name(name) in state:
                     param.copy_(state[clean_name(name)])
 
+    # -- sharded checkpoints (torch.distributed.checkpoint) ----------------------------------------
+    def sharded_state_dict(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """``{"model": ..., "optimizer": ...}``: this process's part of the training state, for DCP.
+
+        Keys are the Hugging Face model's parameter names (``get_state_dict`` removes DDP / FSDP / compile
+        wrapper names), values plain tensors or FSDP2 ``DTensor`` shards, so a checkpoint written under one
+        backend loads under another. An optimizer without state yet (before its first step) gets it first."""
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        model_state, optimizer_state = get_state_dict(model, optimizer)
+        return {"model": model_state, "optimizer": optimizer_state}
+
+    def save_sharded(
+        self, folder: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer, asynchronous: bool = False
+    ) -> Future | None:
+        """Write :meth:`sharded_state_dict` with ``torch.distributed.checkpoint`` into ``folder``: every
+        process writes the shards it holds (one ``.distcp`` file per process) and the coordinator the
+        ``.metadata``; every process calls it. ``asynchronous``: stage the state to CPU memory, write in a
+        background thread and return its future (``None``: written before returning)."""
+        import torch.distributed.checkpoint as dcp
+
+        state = self.sharded_state_dict(model, optimizer)
+        no_dist = not _distributed()
+        if asynchronous:
+            if no_dist:  # process-wide: the background thread warns after this returns
+                warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable")
+            return dcp.async_save(state, checkpoint_id=folder, process_group=_cpu_group(), no_dist=no_dist)
+        with single_process_checkpoint():
+            dcp.save(state, checkpoint_id=folder, no_dist=no_dist)
+        return None
+
+    def load_sharded(self, folder: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Load what :meth:`save_sharded` wrote (by any backend, on any number of processes: DCP reads each
+        process's part of every tensor from whichever files hold it) into the prepared model and optimizer."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import set_state_dict
+
+        state = self.sharded_state_dict(model, optimizer)
+        with single_process_checkpoint():
+            dcp.load(state, checkpoint_id=folder, no_dist=not _distributed())
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+    def mesh_shape(self) -> list[int] | None:
+        """Shape of the device mesh parameters are laid out on (None without one)."""
+        mesh = getattr(self, "mesh", None)
+        shape = getattr(mesh, "mesh_shape", None) or getattr(mesh, "shape", None)
+        return [int(n) for n in shape] if shape is not None else None
+
     # -- what the backend did -----------------------------------------------------------------
     def compile_count(self) -> int | None:
         """Cumulative graph compilations of this process (None where nothing is compiled per shape)."""
@@ -285,3 +344,27 @@ def compile_layers(model: nn.Module) -> int:
 
 def _max_norm(max_norm: float) -> float:
     return max_norm if max_norm and max_norm > 0 else math.inf
+
+
+def _distributed() -> bool:
+    """A ``torch.distributed`` process group is running (several processes)."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+_CPU_GROUP: list[Any] = []
+
+
+def _cpu_group() -> Any:
+    """A gloo process group over every process, for the CPU collectives of an asynchronous DCP save; None
+    (DCP's default group) when the default group is gloo already or there is no process group."""
+    if not _distributed():
+        return None
+    import torch.distributed as dist
+
+    if dist.get_backend() == "gloo":
+        return None
+    if not _CPU_GROUP:
+        _CPU_GROUP.append(dist.new_group(backend="gloo"))
+    return _CPU_GROUP[0]

@@ -117,6 +117,9 @@ class FSDP2Runtime(AcceleratorRuntime):
                     value = distribute_tensor(value.to(param.device), param.device_mesh, param.placements, src_data_rank=None)
                 param.copy_(value)
 
+    def mesh_shape(self) -> list[int] | None:
+        return super().mesh_shape() or [self.num_processes]  # fully_shard's default mesh: every process
+
     def sharding_summary(self, model: nn.Module) -> dict[str, str]:
         from torch.distributed.tensor import DTensor
 

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import os
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -66,6 +69,24 @@ def rename_optimizer_state(state: dict[str, Any], rename: Callable[[str], str]) 
         "state": {rename(k): v for k, v in state["state"].items()},
         "param_groups": [{**g, "params": [rename(n) for n in g["params"]]} for g in state["param_groups"]],
     }
+
+
+@contextlib.contextmanager
+def single_process_checkpoint() -> Iterator[None]:
+    """Silence DCP's warning that it runs in one process without a process group (intended here)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
+
+
+def load_full_model_state(folder: str | os.PathLike, state: dict[str, torch.Tensor]) -> None:
+    """Fill ``state`` (a model's ``state_dict()``: full CPU tensors, Hugging Face names) in place with the
+    ``"model"`` part of the DCP checkpoint in ``folder``, whatever backend and number of processes wrote it.
+    Runs in this process alone (no process group), reading only the model's entries, not the optimizer's."""
+    import torch.distributed.checkpoint as dcp
+
+    with single_process_checkpoint():
+        dcp.load({"model": state}, checkpoint_id=folder, no_dist=True)
 
 
 def flat_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .base import PrefetchedStates, Runtime, _max_norm
-from .state import clean_name, load_named_optimizer_state, named_optimizer_state
+from .state import clean_name, load_named_optimizer_state, named_optimizer_state, single_process_checkpoint
 
 FSDP_AXIS = "fsdp"  # mesh axis parameters and batches are sharded over
 MODEL_AXIS = "model"  # size 1: room for tensor parallelism later
@@ -34,6 +35,7 @@ class XLAFSDPRuntime(Runtime):
     sparse_lm_head = False
     gradient_replicas = 1  # one global computation: losses and gradients are already over the global batch
     shards_parameters = True
+    async_checkpoints = False  # the device shards are copied to the host first: save_sharded is synchronous
 
     def __init__(self, *args: Any, mesh: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -173,6 +175,68 @@ class XLAFSDPRuntime(Runtime):
         params = {clean_name(n): p for n, p in model.named_parameters()}
         load_named_optimizer_state(optimizer, params, state)
         _shard_optimizer_state(optimizer, self.mesh)
+
+    def sharded_state_dict(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """The device tensors themselves (sharded ``XLA`` tensors), under the names and in the nesting that
+        ``get_state_dict`` gives the other backends, so the checkpoints are interchangeable: the model's
+        weights by Hugging Face name, the optimizer's ``{"state": {name: ...}, "param_groups": [...]}``.
+        An optimizer without state yet gets it from a zero-gradient step at learning rate 0 (torch-xla's
+        ``prime_optimizer``), which leaves the parameters as they are."""
+        if not optimizer.state:
+            from torch_xla.experimental.distributed_checkpoint import prime_optimizer
+
+            rates = [group["lr"] for group in optimizer.param_groups]
+            for group in optimizer.param_groups:
+                group["lr"] = 0.0  # no weight decay either
+            prime_optimizer(optimizer)
+            for group, rate in zip(optimizer.param_groups, rates):
+                group["lr"] = rate
+        self.step_end()
+        names = {id(p): clean_name(n) for n, p in model.named_parameters()}
+        model_state = {clean_name(k): v for k, v in self.unwrap(model).state_dict(keep_vars=True).items()}
+        return {"model": model_state, "optimizer": named_optimizer_state(optimizer, names, lambda t: t)}
+
+    def save_sharded(
+        self, folder: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer, asynchronous: bool = False
+    ) -> None:
+        """As the base class, with torch-xla's SPMD planner (each host writes the shards of its devices).
+        Always synchronous (``asynchronous`` is ignored): the device shards are copied to the host first."""
+        import torch.distributed.checkpoint as dcp
+        from torch_xla.experimental.distributed_checkpoint import SPMDSavePlanner
+
+        state = self.sharded_state_dict(model, optimizer)
+        with single_process_checkpoint():
+            dcp.save(state, checkpoint_id=folder, planner=SPMDSavePlanner(), no_dist=not self._checkpoint_group())
+        return None
+
+    def load_sharded(self, folder: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Load into the device tensors in place with torch-xla's SPMD planner, which reads each device's
+        shard from whichever files hold it (any earlier mesh or backend)."""
+        import torch.distributed.checkpoint as dcp
+        from torch_xla.experimental.distributed_checkpoint import SPMDLoadPlanner
+
+        state = self.sharded_state_dict(model, optimizer)
+        with single_process_checkpoint():
+            dcp.load(state, checkpoint_id=folder, planner=SPMDLoadPlanner(), no_dist=not self._checkpoint_group())
+        saved_groups = state["optimizer"]["param_groups"]  # read back as objects, in place of the live ones
+        if len(saved_groups) != len(optimizer.param_groups):
+            raise ValueError(f"checkpoint optimizer has {len(saved_groups)} parameter groups, the model's {len(optimizer.param_groups)}")
+        for group, saved in zip(optimizer.param_groups, saved_groups):
+            group.update({k: v for k, v in saved.items() if k != "params"})
+        self.step_end()
+
+    def _checkpoint_group(self) -> bool:
+        """Hosts coordinate a DCP save or load over a gloo process group (started on first use, ``xla://``
+        rendezvous); one host needs none. Returns whether there is one."""
+        if self.num_processes == 1:
+            return False
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            import torch_xla.distributed.xla_backend  # noqa: F401  (registers the xla:// init method)
+
+            dist.init_process_group("gloo", init_method="xla://")
+        return True
 
     def trainable_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """Device copies (sharded like the parameters): no host transfer, no gather."""

@@ -94,6 +94,15 @@ class PretrainConfig:
     eval_batches: int = _f(8, "Batches per validation pass (the same batches every time).")
     checkpoint_every: int = _f(500, "Optimizer steps between checkpoints (one is always written at the end).")
     keep_checkpoints: int = _f(3, "Newest checkpoints kept.")
+    checkpoint_format: str = _f(
+        "auto",
+        "consolidated (one process gathers and writes the model and optimizer), sharded (every process writes "
+        "its shards with torch.distributed.checkpoint; `genolm export` consolidates one), or auto (sharded when "
+        "parameters are sharded or several processes train).",
+    )
+    checkpoint_async: bool = _f(
+        False, "Write sharded checkpoints in the background while training goes on (not under xla_fsdp)."
+    )
     resume: bool = _f(False, "Continue from the newest complete checkpoint in output_dir/checkpoints.")
     overwrite: bool = _f(
         False, "Replace the run in output_dir: remove its log.jsonl and checkpoints/ before starting."
@@ -113,6 +122,8 @@ class PretrainConfig:
             fail(f"mixed_precision={self.mixed_precision!r}; expected auto, no or bf16")
         if self.report_to not in ("tensorboard", "wandb", "all", "none"):
             fail(f"report_to={self.report_to!r}; expected tensorboard, wandb, all or none")
+        if self.checkpoint_format not in ("auto", "sharded", "consolidated"):
+            fail(f"checkpoint_format={self.checkpoint_format!r}; expected auto, sharded or consolidated")
         if self.decay not in DECAYS:
             fail(f"decay={self.decay!r}; expected one of {', '.join(DECAYS)}")
         if isinstance(self.sparse_prediction, str) and self.sparse_prediction != "auto":
