@@ -79,6 +79,17 @@ class Runtime:
         return self.num_processes
 
     @property
+    def data_parallel_index(self) -> int:
+        """This process's share of the data: its index among the processes that read different batches (under
+        tensor parallelism the processes of one model-parallel group read the same ones)."""
+        return self.process_index
+
+    @property
+    def data_parallel_size(self) -> int:
+        """How many processes read different batches (see :attr:`data_parallel_index`)."""
+        return self.num_processes
+
+    @property
     def is_main_process(self) -> bool:
         return self.process_index == 0
 

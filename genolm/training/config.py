@@ -81,6 +81,9 @@ class PretrainConfig:
     mixed_precision: str = _f("auto", "no, bf16, or auto (bf16 on GPU/TPU, fp32 on CPU).")
     # --- distribution -------------------------------------------------------------------------
     parallel: Parallel = _f("auto", "none, ddp, fsdp (GPU, FSDP2), xla_fsdp (TPU SPMD FSDPv2), or auto.")
+    tensor_parallel: int = _f(
+        1, "Devices each layer's matrices are split over (Megatron-style, fsdp and xla_fsdp); 1: none."
+    )
     # --- run ----------------------------------------------------------------------------------
     output_dir: str = _f("runs/pretrain", "Run folder: log.jsonl, checkpoints/, trackers.")
     seed: int = _f(0, "Seed of model initialisation, masking and data order.")
@@ -114,6 +117,7 @@ class PretrainConfig:
             fail(f"sparse_prediction={self.sparse_prediction!r}; expected true, false or auto")
         for name in (
             "batch_size", "gradient_accumulation_steps", "max_steps", "max_tokens", "log_every", "keep_checkpoints",
+            "tensor_parallel",
         ):
             if getattr(self, name) < 1:
                 fail(f"{name} must be >= 1, got {getattr(self, name)}")
