@@ -77,6 +77,8 @@ def main() -> None:
     with torch.no_grad():
         logits = model(input_ids=local["input_ids"], attention_mask=local["attention_mask"]).logits
     logits = rt.gather_for_metrics(logits.float().contiguous())[0].cpu()
+    replicas = rt.num_processes // rt.data_parallel_size  # a tensor-parallel group computed the same rows
+    logits = logits.reshape(rt.num_processes, -1, *logits.shape[1:])[::replicas].flatten(0, 1)
     weights = rt.model_state_dict(model)
     optimizer_state = rt.optimizer_state_dict(model, optimizer)
     sharding = rt.sharding_summary(model)
