@@ -5,9 +5,11 @@ Trains a tiny model (masked LM or sequence classifier) for a few steps through `
 fixed global batch of 8 rows, split evenly over the processes, with every token / row labelled so that the
 mean of the per-process losses is the global loss. Writes ``report.json`` (losses, gradient norms, sharding),
 the consolidated export, the optimizer state and the trained model's logits on a probe batch, so the test
-can compare runtimes and reload the export on the CPU.
+can compare runtimes and reload the export on the CPU. ``--tensor_parallel 2``: the processes form a (dp, tp)
+mesh and a tensor-parallel group shares its rows; ``--meta``: the model is built on the meta device and the
+initial (gathered) weights are saved as ``initial.pt``.
 
-    python tests/parallel_worker.py OUT_DIR --parallel none --model mlm [--compile] [--tensor_parallel 2] [--ffn swiglu]
+    python tests/parallel_worker.py OUT_DIR --parallel none --model mlm [--compile] [--tensor_parallel 2] [--ffn swiglu] [--meta]
 """
 
 from __future__ import annotations

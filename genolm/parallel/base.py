@@ -108,7 +108,9 @@ class Runtime:
         """Wrap/shard ``model`` for the backend and build its optimizer with ``make_optimizer(model)``.
 
         ``compile``: ``torch.compile`` each transformer layer (:func:`compile_layers`) before any wrapping,
-        so FSDP2 units stay whole (torchtitan's order); backends that compile a graph anyway ignore it."""
+        so FSDP2 units stay whole (torchtitan's order); backends that compile a graph anyway ignore it.
+        Backends that shard parameters also take a model built on the meta device and materialise it in its
+        shards, initialised by the model's ``_init_weights`` (:mod:`genolm.parallel.meta_init`)."""
         raise NotImplementedError
 
     def unwrap(self, model: nn.Module) -> nn.Module:
