@@ -1,6 +1,7 @@
 """The shared runtime (genolm.parallel) on CPUs: the optimizer's weight-decay rule, the device/dtype
 resolver, and FSDP2 (``fully_shard``) over 2 gloo processes under torchrun, which must train like one
-process on the same global batch and write checkpoints that reload."""
+process on the same global batch and write checkpoints that reload; tensor parallelism on a (dp, tp) mesh,
+which must train like one process too; models built on the meta device and initialised in their shards."""
 
 from __future__ import annotations
 
