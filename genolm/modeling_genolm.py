@@ -219,7 +219,7 @@ class GenoLMAttention(nn.Module):
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, tokens, _ = hidden_states.shape
-        shape = (batch, tokens, self.num_heads, self.head_dim)
+        shape = (batch, tokens, -1, self.head_dim)  # -1: the local heads under tensor parallelism
         query = self.query(hidden_states).view(shape).transpose(1, 2)
         key = self.key(hidden_states).view(shape).transpose(1, 2)
         value = self.value(hidden_states).view(shape).transpose(1, 2)

@@ -32,6 +32,7 @@ inputs end in one line, ``pretrain.py: error: ...``, and exit code 2.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -99,7 +100,10 @@ def pretrain(cfg) -> dict[str, Any]:
     backend = parallel.resolve_backend(cfg.parallel)
     out_dir = Path(cfg.output_dir)
     checkpoints_dir = out_dir / "checkpoints"
-    rt = parallel.setup(backend, cfg.mixed_precision, project_dir=str(out_dir), report_to=cfg.report_to)
+    rt = parallel.setup(
+        backend, cfg.mixed_precision, project_dir=str(out_dir), report_to=cfg.report_to,
+        tensor_parallel=cfg.tensor_parallel,
+    )
     say = print if rt.is_main_process else (lambda *a, **k: None)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -120,10 +124,13 @@ def pretrain(cfg) -> dict[str, Any]:
     # for a consolidated checkpoint, with the optimizer state from dcp/ once sharded for a sharded one)
     # ---------------------------------------------------------------------------------------------
     load_kwargs = {"attn_implementation": cfg.attn_implementation}
+    # Sharding runtimes get a model without storage and materialise it in its shards (rt.prepare).
+    build_empty = torch.device("meta") if rt.shards_parameters else contextlib.nullcontext()
     if resume_from is not None and is_sharded_checkpoint(resume_from):
         model_config = GenoLMConfig.from_pretrained(resume_from)
         model_config._attn_implementation = cfg.attn_implementation
-        model = GenoLMForMaskedLM(model_config)
+        with build_empty:  # the weights come from dcp/ once sharded
+            model = GenoLMForMaskedLM(model_config)
     elif resume_from is not None:
         model = GenoLMForMaskedLM.from_pretrained(resume_from, **load_kwargs)
     elif cfg.init_from:
@@ -131,7 +138,8 @@ def pretrain(cfg) -> dict[str, Any]:
     else:
         model_config = GenoLMConfig.from_preset(cfg.model, **cfg.model_overrides)
         model_config._attn_implementation = cfg.attn_implementation
-        model = GenoLMForMaskedLM(model_config)
+        with build_empty:
+            model = GenoLMForMaskedLM(model_config)
     model_config = model.config
     # Projecting only the masked ~15 % of positions saves most of the LM head, but its shape depends on
     # the data, which XLA would recompile for at every step: the runtime says whether it is allowed. A forward
@@ -152,7 +160,9 @@ def pretrain(cfg) -> dict[str, Any]:
     # ---------------------------------------------------------------------------------------------
     # data: a resumable stream of fixed-shape masked batches, and fixed validation batches
     # ---------------------------------------------------------------------------------------------
-    host_batch = cfg.batch_size * rt.local_devices  # under XLA SPMD one process feeds all its devices
+    # batch_size is per device, whatever the mesh: a process reading its own batches feeds every device that
+    # computes on them (under XLA SPMD all of its host's; under FSDP2 tensor parallelism its group's)
+    host_batch = cfg.batch_size * rt.local_devices * (rt.num_processes // rt.data_parallel_size)
     train_ds, val_ds = build_datasets(cfg, tokenizer)
     masking = dict(
         mlm_probability=cfg.mlm_probability,
@@ -161,11 +171,11 @@ def pretrain(cfg) -> dict[str, Any]:
         soft_mask_weight=cfg.soft_mask_weight,
     )
     collator = MLMCollator.from_tokenizer(
-        tokenizer, seq_len, vocab_size=model_config.vocab_size, seed=cfg.seed + rt.process_index, **masking
+        tokenizer, seq_len, vocab_size=model_config.vocab_size, seed=cfg.seed + rt.data_parallel_index, **masking
     )
-    stream = BatchStream(
-        train_ds, collator, host_batch, cfg.shuffle_buffer, cfg.seed + rt.process_index,
-        rt.process_index, rt.num_processes,
+    stream = BatchStream(  # the processes of a tensor-parallel group read the same batches
+        train_ds, collator, host_batch, cfg.shuffle_buffer, cfg.seed + rt.data_parallel_index,
+        rt.data_parallel_index, rt.data_parallel_size,
     )
     val_collator = MLMCollator.from_tokenizer(
         tokenizer, seq_len, vocab_size=model_config.vocab_size, seed=cfg.seed + 12345, **masking
@@ -199,7 +209,7 @@ def pretrain(cfg) -> dict[str, Any]:
         step, tokens_seen, val_before = state["step"], state["tokens_seen"], state.get("val_before")
         say(f"resumed from {resume_from} at step {step}")
 
-    tokens_per_step = host_batch * rt.num_processes * cfg.gradient_accumulation_steps * seq_len
+    tokens_per_step = host_batch * rt.data_parallel_size * cfg.gradient_accumulation_steps * seq_len
     flops_token = flops_per_token(model_config, seq_len, cfg.mlm_probability if sparse else 1.0)
     peak = peak_flops(rt.device_kind) if rt.device_kind else None
     # Virtual XLA CPU devices share the host's cores: a CPU run is measured against one CPU.
@@ -211,7 +221,7 @@ def pretrain(cfg) -> dict[str, Any]:
         f"genolm pretraining | backend {rt.backend} on {rt.num_devices} x {rt.device_kind or rt.device.type} "
         f"({rt.num_processes} process(es)) | precision {rt.mixed_precision}\n"
         f"model {model_label}: {n_params / 1e6:.2f} M parameters, sparse LM head {sparse}, checkpointing {cfg.gradient_checkpointing}\n"
-        f"batch: {host_batch * rt.num_processes} x {seq_len} tokens x {cfg.gradient_accumulation_steps} "
+        f"batch: {host_batch * rt.data_parallel_size} x {seq_len} tokens x {cfg.gradient_accumulation_steps} "
         f"accumulation = {tokens_per_step:,} tokens/step | {cfg.max_steps} steps | "
         f"{flops_token / 1e6:.1f} MFLOPs/token | output {out_dir}"
     )

@@ -5,14 +5,17 @@ Trains a tiny model (masked LM or sequence classifier) for a few steps through `
 fixed global batch of 8 rows, split evenly over the processes, with every token / row labelled so that the
 mean of the per-process losses is the global loss. Writes ``report.json`` (losses, gradient norms, sharding),
 the consolidated export, the optimizer state and the trained model's logits on a probe batch, so the test
-can compare runtimes and reload the export on the CPU.
+can compare runtimes and reload the export on the CPU. ``--tensor_parallel 2``: the processes form a (dp, tp)
+mesh and a tensor-parallel group shares its rows; ``--meta``: the model is built on the meta device and the
+initial (gathered) weights are saved as ``initial.pt``.
 
-    python tests/parallel_worker.py OUT_DIR --parallel none --model mlm [--compile]
+    python tests/parallel_worker.py OUT_DIR --parallel none --model mlm [--compile] [--tensor_parallel 2] [--ffn swiglu] [--meta]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
@@ -38,18 +41,28 @@ def main() -> None:
     parser.add_argument("--parallel", default="none")
     parser.add_argument("--model", choices=("mlm", "cls"), default="mlm")
     parser.add_argument("--compile", action="store_true", help="torch.compile each layer in rt.prepare")
+    parser.add_argument("--tensor_parallel", type=int, default=1)
+    parser.add_argument("--ffn", choices=("gelu", "swiglu"), default="gelu", help="feed-forward of the tiny model")
+    parser.add_argument("--meta", action="store_true", help="build on the meta device; save the initial weights")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rt = parallel.setup(parallel.resolve_backend(args.parallel), mixed_precision="no")
+    rt = parallel.setup(parallel.resolve_backend(args.parallel), mixed_precision="no", tensor_parallel=args.tensor_parallel)
     torch.manual_seed(0)
-    if args.model == "mlm":
-        model = GenoLMForMaskedLM(GenoLMConfig.from_preset("tiny", sparse_prediction=False))
-    else:
-        model = GenoLMForSequenceClassification(GenoLMConfig.from_preset("tiny", num_labels=3))
+    shape = {"ffn_type": "swiglu", "ffn_bias": False, "position_embedding_type": "rotary"} if args.ffn == "swiglu" else {}
+    with torch.device("meta") if args.meta else contextlib.nullcontext():
+        if args.model == "mlm":
+            model = GenoLMForMaskedLM(GenoLMConfig.from_preset("tiny", sparse_prediction=False, **shape))
+        else:
+            model = GenoLMForSequenceClassification(GenoLMConfig.from_preset("tiny", num_labels=3, **shape))
     model, optimizer = rt.prepare(model, lambda m: build_optimizer(m, 1e-2, 0.1), compile=args.compile)
+    if args.meta:
+        initial = rt.model_state_dict(model)
+        if rt.is_main_process:
+            torch.save(initial, args.out / "initial.pt")
     batch = global_batch(args.model)
-    per_process = ROWS // rt.num_processes
-    rows = slice(rt.process_index * per_process, (rt.process_index + 1) * per_process)
+    # the processes of a tensor-parallel group share their rows
+    per_process = ROWS // rt.data_parallel_size
+    rows = slice(rt.data_parallel_index * per_process, (rt.data_parallel_index + 1) * per_process)
     local = rt.to_device({k: v[rows] for k, v in batch.items()})
     losses, norms = [], []
     for _ in range(STEPS):
@@ -66,6 +79,8 @@ def main() -> None:
     with torch.no_grad():
         logits = model(input_ids=local["input_ids"], attention_mask=local["attention_mask"]).logits
     logits = rt.gather_for_metrics(logits.float().contiguous())[0].cpu()
+    replicas = rt.num_processes // rt.data_parallel_size  # a tensor-parallel group computed the same rows
+    logits = logits.reshape(rt.num_processes, -1, *logits.shape[1:])[::replicas].flatten(0, 1)
     weights = rt.model_state_dict(model)
     optimizer_state = rt.optimizer_state_dict(model, optimizer)
     sharding = rt.sharding_summary(model)

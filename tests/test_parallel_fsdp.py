@@ -1,6 +1,8 @@
 """The shared runtime (genolm.parallel) on CPUs: the optimizer's weight-decay rule, the device/dtype
 resolver, and FSDP2 (``fully_shard``) over 2 gloo processes under torchrun, which must train like one
-process on the same global batch, write checkpoints that reload and, killed with SIGKILL, resume exactly."""
+process on the same global batch, write checkpoints that reload and, killed with SIGKILL, resume exactly;
+tensor parallelism on a (dp, tp) mesh, which must train like one process too; models built on the meta
+device and initialised in their shards."""
 
 from __future__ import annotations
 
@@ -311,3 +313,183 @@ def test_fsdp2_sigkill_and_resume_gives_identical_losses(tmp_path):
         "of the epoch that process was in (rows already trained on in that epoch are seen again)"
     ], done.stdout[-2000:]
     assert sorted(_losses(one_process)) == list(range(1, 13))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# tensor parallelism (2-D mesh "dp" x "tp") and models built on the meta device
+# ---------------------------------------------------------------------------------------------------------
+def _assert_same_init_distribution(built: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> None:
+    """Per parameter: constants (zeros, ones) equal; random ones with the same mean (within 5 standard
+    errors) and standard deviation (within 10 %); padding rows of embedding tables zero."""
+    assert set(built) == set(reference)
+    for name, ref in reference.items():
+        value = built[name]
+        assert value.shape == ref.shape, name
+        if ref.std() == 0:
+            torch.testing.assert_close(value, ref, rtol=0, atol=0, msg=name)
+            continue
+        n = ref.numel()
+        assert abs(float(value.mean())) < 5 * float(ref.std()) / n**0.5 + 1e-6, name
+        assert float(value.std()) == pytest.approx(float(ref.std()), rel=0.1), name
+        assert not torch.equal(value, ref), f"{name}: the same random values (expected another draw)"
+    for name in ("genolm.embeddings.word_embeddings.weight", "genolm.embeddings.position_embeddings.weight"):
+        if name in built:
+            assert torch.count_nonzero(built[name][1]) == 0, f"{name}: padding row not zero"
+
+
+def test_tensor_parallel_shapes_are_checked():
+    from genolm import parallel
+    from genolm.parallel.tensor_parallel import check_mesh, check_model
+
+    check_mesh(2, "fsdp", 4)
+    check_model(GenoLMConfig.from_preset("tiny"), 2)  # 4 heads, FFN 128
+    with pytest.raises(ConfigError, match=r"^tensor_parallel=3 does not divide the 4 device\(s\) of parallel=xla_fsdp$"):
+        check_mesh(3, "xla_fsdp", 4)
+    with pytest.raises(ConfigError, match=r"^tensor_parallel=2 needs parallel=fsdp or xla_fsdp, not parallel=ddp$"):
+        parallel.setup("ddp", tensor_parallel=2)
+    with pytest.raises(ConfigError, match=r"^tensor_parallel=8 does not divide the model's num_attention_heads=4$"):
+        check_model(GenoLMConfig.from_preset("tiny"), 8)
+    with pytest.raises(ConfigError, match=r"^tensor_parallel=4 does not divide the model's num_attention_heads=6$"):
+        check_model(GenoLMConfig.from_preset("tiny", num_attention_heads=6, hidden_size=48), 4)
+    with pytest.raises(ConfigError, match=r"^tensor_parallel=3 does not divide the model's intermediate_size=128$"):
+        check_model(GenoLMConfig.from_preset("tiny", num_attention_heads=6, hidden_size=48, intermediate_size=128), 3)
+    with pytest.raises(ConfigError, match=r"tensor_parallel=2 does not divide the 1 device\(s\) of parallel=fsdp"):
+        parallel.setup("fsdp", tensor_parallel=2)  # one process
+
+
+def test_tensor_parallel_config_key():
+    from genolm.training.config import parse_config
+
+    assert parse_config([]).tensor_parallel == 1
+    assert parse_config(["--tensor_parallel", "2", "--parallel", "fsdp"]).tensor_parallel == 2
+    with pytest.raises(ConfigError, match="tensor_parallel must be >= 1, got 0"):
+        parse_config(["--tensor_parallel", "0"])
+
+
+def test_xla_partition_specs_are_megatron_style():
+    from genolm.parallel.tensor_parallel import xla_partition_spec
+
+    model = GenoLMForMaskedLM(GenoLMConfig.from_preset("tiny"))
+    specs = {n: xla_partition_spec(n, p.dim()) for n, p in model.named_parameters()}
+    layer = "genolm.encoder.layers.1."
+    for column in ("attention.query", "attention.key", "attention.value", "ffn.up"):
+        assert specs[layer + column + ".weight"] == ("model", "fsdp")  # (out, in): output features over "model"
+        assert specs[layer + column + ".bias"] == ("model",)
+    for row in ("attention.output", "ffn.down"):
+        assert specs[layer + row + ".weight"] == ("fsdp", "model")  # input features over "model"
+        assert specs[layer + row + ".bias"] == ("fsdp",)
+    assert specs["genolm.embeddings.word_embeddings.weight"] == ("fsdp", "model")
+    assert specs["lm_head.decoder.weight"] == ("model", "fsdp") and specs["lm_head.bias"] == ("model",)
+    assert specs[layer + "attention_norm.weight"] is None and specs["lm_head.dense.weight"] is None
+
+
+def test_meta_built_model_initialises_like_an_eager_one():
+    """A model built on the meta device, materialised with to_empty and initialised by init_sharded_weights
+    (no process group: plain tensors) has the eager model's per-parameter distributions, rotary table included."""
+    from genolm.parallel.meta_init import init_sharded_weights, on_meta
+
+    config = GenoLMConfig.from_preset("tiny", ffn_type="swiglu", ffn_bias=False, position_embedding_type="rotary")
+    torch.manual_seed(0)
+    eager = GenoLMForMaskedLM(config)
+    with torch.device("meta"):
+        model = GenoLMForMaskedLM(config)
+    assert on_meta(model) and not on_meta(eager)
+    model.to_empty(device="cpu")
+    init_sharded_weights(model, seed=1)
+    _assert_same_init_distribution(model.state_dict(), eager.state_dict())
+    torch.testing.assert_close(model.genolm.rotary.inv_freq, eager.genolm.rotary.inv_freq, rtol=0, atol=0)
+    with torch.device("meta"):
+        second = GenoLMForMaskedLM(config)
+    second.to_empty(device="cpu")
+    init_sharded_weights(second, seed=1)
+    for (name, a), b in zip(model.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), f"{name}: not reproducible from the seed"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ffn", ["gelu", "swiglu"])
+def test_tensor_parallel_fsdp_trains_like_one_process(tmp_path, ffn):
+    """2 processes as a (dp=1, tp=2) mesh: each layer's projections split Megatron-style, both processes on
+    the same 8 rows; losses and gradient norms equal one process's within float tolerance, sharding shows the
+    2-D placements, and the gathered export reloads with the logits the split model computed."""
+    from transformers import AutoModelForMaskedLM
+
+    single, split = tmp_path / "none", tmp_path / "tp"
+    _run([sys.executable, str(WORKER), str(single), "--parallel", "none", "--ffn", ffn])
+    _run(TORCHRUN + [str(WORKER), str(split), "--parallel", "fsdp", "--tensor_parallel", "2", "--ffn", ffn])
+    one, two = (json.loads((d / "report.json").read_text()) for d in (single, split))
+    assert two["losses"] == pytest.approx(one["losses"], rel=1e-5)  # measured: <= 6e-7 relative
+    assert two["norms"] == pytest.approx(one["norms"], rel=1e-4)  # measured: <= 6e-6 relative
+    sharding = two["sharding"]
+    layer = "genolm.encoder.layers.0."
+    assert sharding[layer + "attention.query.weight"].endswith("Shard(dim=0)) over mesh (dp=1, tp=2)")
+    assert sharding[layer + "attention.output.weight"] == "(Shard(dim=0), Shard(dim=1)) over mesh (dp=1, tp=2)"
+    assert sharding[layer + "ffn.down.weight"] == "(Shard(dim=0), Shard(dim=1)) over mesh (dp=1, tp=2)"
+    assert sharding[layer + "attention_norm.weight"] == "(Shard(dim=0),) over mesh (dp=1)"
+
+    saved = torch.load(split / "tensors.pt", weights_only=True)
+    reference = torch.load(single / "tensors.pt", weights_only=True)
+    torch.testing.assert_close(saved["logits"], reference["logits"], rtol=1e-3, atol=1e-3)
+    reloaded = AutoModelForMaskedLM.from_pretrained(split / "export").eval()
+    with torch.no_grad():
+        logits = reloaded(input_ids=saved["batch"]["input_ids"], attention_mask=saved["batch"]["attention_mask"]).logits
+    torch.testing.assert_close(logits, saved["logits"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_meta_built_model_sharded_with_tensor_parallelism(tmp_path):
+    """A tiny NT-v2-shaped model built on the meta device, split over tp=2 and sharded by FSDP2 before any
+    weight exists, then initialised in its shards: the gathered initial weights have the distributions of an
+    eagerly built model (the random values differ), the two tensor-parallel halves are different draws, the
+    loss falls, and the export reloads with the logits the split model computed."""
+    from transformers import AutoModelForMaskedLM
+
+    out = tmp_path / "meta"
+    out.mkdir()
+    _run(TORCHRUN + [str(WORKER), str(out), "--parallel", "fsdp", "--tensor_parallel", "2", "--ffn", "swiglu", "--meta"])
+    report = json.loads((out / "report.json").read_text())
+    assert report["losses"][-1] < report["losses"][0]
+    initial = torch.load(out / "initial.pt", weights_only=True)
+    config = GenoLMConfig.from_preset("tiny", ffn_type="swiglu", ffn_bias=False, position_embedding_type="rotary")
+    torch.manual_seed(0)
+    _assert_same_init_distribution(initial, GenoLMForMaskedLM(config).state_dict())
+    query = initial["genolm.encoder.layers.0.attention.query.weight"]
+    assert not torch.equal(query[:32], query[32:])  # each tensor-parallel shard its own draw
+
+    saved = torch.load(out / "tensors.pt", weights_only=True)
+    reloaded = AutoModelForMaskedLM.from_pretrained(out / "export").eval()
+    with torch.no_grad():
+        logits = reloaded(input_ids=saved["batch"]["input_ids"], attention_mask=saved["batch"]["attention_mask"]).logits
+    torch.testing.assert_close(logits, saved["logits"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_pretrain_recipe_with_tensor_parallelism_checkpoints_and_resumes(tmp_path):
+    """recipes/pretrain.py --parallel fsdp --tensor_parallel 2 on 2 processes: the model is built on the meta
+    device and split over tp, both processes read the same batches (a global batch of one process's rows),
+    sharding.json shows the 2-D placements, and a resume loads the full optimizer state into the 2-D shards."""
+    from transformers import AutoModelForMaskedLM
+
+    import genolm  # noqa: F401
+
+    out = tmp_path / "run"
+    common = ["recipes/pretrain.py", "--config", str(DEBUG), "--parallel", "fsdp", "--tensor_parallel", "2",
+              "--checkpoint_every", "2", "--output_dir", str(out), "--report_to", "none"]  # fmt: skip
+    done = _run(TORCHRUN + common + ["--max_steps", "2"])
+    assert "backend fsdp on 2 x cpu (2 process(es))" in done.stdout
+    assert "batch: 8 x 64 tokens" in done.stdout  # debug.yaml's batch_size 4 per device x 2 devices, one dp rank
+    sharding = json.loads((out / "sharding.json").read_text())
+    assert sharding["genolm.encoder.layers.0.ffn.down.weight"] == "(Shard(dim=0), Shard(dim=1)) over mesh (dp=1, tp=2)"
+    _run(TORCHRUN + common + ["--max_steps", "3", "--resume", "true"])
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    losses = [r for r in records if "loss" in r]
+    assert [r["step"] for r in losses] == [1, 2, 3]
+    assert all(r["loss"] == r["loss"] and r["loss"] < 9 for r in losses)
+    checkpoint = out / "checkpoints" / "step-00000003"  # the last: sharded, with the consolidated weights
+    model = AutoModelForMaskedLM.from_pretrained(checkpoint)
+    assert len(list((checkpoint / "dcp").glob("*.distcp"))) == 2
+    from torch.distributed.checkpoint import FileSystemReader
+
+    saved = FileSystemReader(str(checkpoint / "dcp")).read_metadata().state_dict_metadata
+    for name, param in model.named_parameters():
+        assert tuple(saved[f"optimizer.state.{name}.exp_avg"].size) == tuple(param.shape), name

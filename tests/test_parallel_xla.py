@@ -3,8 +3,9 @@
 Checks: parameters sharded over the 4 devices, the loss falls, no graph compilation after step 2, the
 consolidated export reloads on the CPU with the same logits, fine-tuning under the same runtime saves a model
 that reproduces its predictions on the CPU, CPU runs are not taken over by torch-xla, a run killed with
-SIGKILL and resumed logs exactly the losses of an uninterrupted one, and a sharded (DCP) checkpoint of 4
-devices reloads exactly on 2 devices and on the CPU, and exports.
+SIGKILL and resumed logs exactly the losses of an uninterrupted one, a sharded (DCP) checkpoint of 4
+devices reloads exactly on 2 devices and on the CPU, and exports, a (2, 2) mesh with tensor parallelism
+trains like (4, 1), and a meta-device model is materialised in its shards.
 """
 
 from __future__ import annotations
@@ -289,5 +290,108 @@ def test_dcp_checkpoint_reloads_on_two_devices_and_on_the_cpu_and_exports(tmp_pa
     done = subprocess.run(
         [python, "-c", check, str(checkpoint), str(tmp_path / "export"), str(runs["four"] / "saved.pt")],
         cwd=REPO, env=cpu_env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+
+
+def _loss_list(out: Path) -> list[float]:
+    return [r["loss"] for r in _training_records(out)]
+
+
+def test_tensor_parallel_2x2_mesh_trains_like_4x1(tmp_path):
+    """The pretraining recipe on a (2, 2) mesh, each layer split Megatron-style over "model", gives the losses of
+    the (4, 1) run from the same initial weights on the same batches (float tolerance 1e-4 relative; the
+    reduction orders differ), with 2-D partition specs in sharding.json."""
+    import torch
+
+    from genolm import GenoLMConfig, GenoLMForMaskedLM
+
+    init = tmp_path / "init"
+    torch.manual_seed(0)
+    GenoLMForMaskedLM(GenoLMConfig.from_preset("tiny")).save_pretrained(init)
+    common = [sys.executable, "recipes/pretrain.py", "--config", str(DEBUG), "--parallel", "xla_fsdp",
+              "--init_from", str(init), "--max_steps", "4", "--checkpoint_every", "0", "--eval_batches", "1",
+              "--fill_mask_example", "false", "--lr", "3e-3"]  # fmt: skip
+    one_d, two_d = tmp_path / "4x1", tmp_path / "2x2"
+    _run(common + ["--output_dir", str(one_d)], xla=True)
+    result = _run(common + ["--output_dir", str(two_d), "--tensor_parallel", "2"], xla=True)
+    assert "XLA SPMD mesh (2, 2) ('fsdp', 'model')" in result.stdout
+    reference, losses = _loss_list(one_d), _loss_list(two_d)
+    print("max relative loss difference", max(abs(a - b) / a for a, b in zip(losses, reference)))
+    assert losses == pytest.approx(reference, rel=1e-4)  # measured: 1.1e-7
+    sharding = json.loads((two_d / "sharding.json").read_text())
+    layer = "genolm.encoder.layers.0."
+    # OpSharding text of the 2-D specs: ("model", "fsdp") tiles dim 0 over the model axis (devices 0,2 | 1,3),
+    # ("fsdp", "model") dim 0 over the fsdp axis; norms (fsdp only) are replicated over "model".
+    for column in ("attention.query.weight", "attention.key.weight", "attention.value.weight", "ffn.up.weight"):
+        assert sharding[layer + column] == "{devices=[2,2]0,2,1,3}", column
+    for row in ("attention.output.weight", "ffn.down.weight"):
+        assert sharding[layer + row] == "{devices=[2,2]0,1,2,3}", row
+    assert sharding["lm_head.decoder.weight"] == "{devices=[2,2]0,2,1,3}"
+    assert sharding[layer + "attention_norm.weight"] == "{devices=[2,2]0,1,2,3 last_tile_dim_replicate}"
+
+
+def test_meta_built_model_materialised_sharded_on_devices(tmp_path):
+    """A preset built on the meta device and materialised on the 4 devices in its 2-D shards: every parameter
+    sharded, the gathered weights have an eagerly built model's per-parameter distributions (normal std,
+    zeros, ones, zero padding row; the random values differ), and the rotary table is right (the export
+    reloads on the CPU with the logits the devices computed)."""
+    script = (
+        "import sys, torch, genolm\n"
+        "from genolm import GenoLMConfig, GenoLMForMaskedLM, parallel\n"
+        "rt = parallel.setup('xla_fsdp', mixed_precision='no', tensor_parallel=2)\n"
+        "config = GenoLMConfig.from_preset('tiny', ffn_type='swiglu', ffn_bias=False, position_embedding_type='rotary')\n"
+        "torch.manual_seed(0)\n"
+        "with torch.device('meta'):\n"
+        "    model = GenoLMForMaskedLM(config)\n"
+        "model, _ = rt.prepare(model, lambda m: None)\n"
+        "summary = rt.sharding_summary(model)\n"
+        "assert all(spec != 'replicated' for spec in summary.values()), summary\n"
+        "ids = torch.randint(5, 4100, (8, 16), generator=torch.Generator().manual_seed(0)); ids[:, 0] = 3\n"
+        "batch = {'input_ids': ids, 'attention_mask': torch.ones_like(ids)}\n"
+        "with torch.no_grad():\n"
+        "    logits = model(**rt.to_device(batch)).logits.cpu()\n"
+        "weights = rt.model_state_dict(model)\n"
+        "torch.save({'weights': weights, 'batch': batch, 'logits': logits}, sys.argv[1])\n"
+        "rt.unwrap(model).save_pretrained(sys.argv[2], state_dict=weights)\n"
+    )
+    _run([sys.executable, "-c", script, str(tmp_path / "state.pt"), str(tmp_path / "export")], xla=True)
+
+    import torch
+
+    from genolm import GenoLMConfig, GenoLMForMaskedLM
+
+    saved = torch.load(tmp_path / "state.pt", weights_only=True)
+    config = GenoLMConfig.from_preset("tiny", ffn_type="swiglu", ffn_bias=False, position_embedding_type="rotary")
+    torch.manual_seed(0)
+    reference = GenoLMForMaskedLM(config).state_dict()
+    built = saved["weights"]
+    assert set(built) == set(reference)
+    for name, ref in reference.items():
+        value = built[name]
+        if ref.std() == 0:  # zeros and ones
+            assert torch.equal(value, ref), name
+            continue
+        assert abs(float(value.mean())) < 5 * float(ref.std()) / ref.numel() ** 0.5, name
+        assert float(value.std()) == pytest.approx(float(ref.std()), rel=0.1), name
+        assert not torch.equal(value, ref), name
+    assert torch.count_nonzero(built["genolm.embeddings.word_embeddings.weight"][1]) == 0  # padding row
+
+    python = os.environ.get("GENOLM_CPU_PYTHON", sys.executable)
+    check = (
+        "import sys, torch, genolm\n"
+        "from transformers import AutoModelForMaskedLM\n"
+        "ref = torch.load(sys.argv[2])\n"
+        "model = AutoModelForMaskedLM.from_pretrained(sys.argv[1]).eval()\n"
+        "with torch.no_grad():\n"
+        "    logits = model(**ref['batch']).logits\n"
+        "diff = (logits - ref['logits']).abs().max().item()\n"
+        "print('max_abs_diff', diff)\n"
+        "assert diff < 1e-4, diff\n"
+    )
+    env = {**_env(xla=False), "USE_TORCH_XLA": "0"}
+    done = subprocess.run(
+        [python, "-c", check, str(tmp_path / "export"), str(tmp_path / "state.pt")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]

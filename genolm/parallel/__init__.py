@@ -50,7 +50,8 @@ from .ddp import DDPRuntime, SingleProcessRuntime
 from .devices import resolve_device, resolve_dtype, resolve_mixed_precision
 from .fsdp import FSDP2Runtime
 from .state import clean_name
-from .xla import FSDP_AXIS, MODEL_AXIS, XLAFSDPRuntime
+from .tensor_parallel import FSDP_AXIS, MODEL_AXIS, check_mesh
+from .xla import XLAFSDPRuntime
 
 BACKENDS = ("none", "ddp", "fsdp", "xla_fsdp")
 RUNTIMES: dict[str, type[Runtime]] = {
@@ -120,6 +121,7 @@ def setup(
     mixed_precision: str = "auto",
     project_dir: str | None = None,
     report_to: str = "none",
+    tensor_parallel: int = 1,
 ) -> Runtime:
     """Start the backend (``resolve_backend`` output) and return its :class:`Runtime`.
 
@@ -127,11 +129,14 @@ def setup(
     ``none`` / ``ddp`` only). Under ``xla_fsdp`` this calls ``torch_xla.runtime.use_spmd()`` first, before
     any XLA tensor exists. ``report_to`` names the Accelerate trackers (``tensorboard``, ``wandb``, ``all``
     or ``none``). ``fsdp`` in a single process shards nothing and runs as ``none`` (with a warning).
+    ``tensor_parallel`` N > 1 (``fsdp`` and ``xla_fsdp``): a 2-D mesh (devices / N, N) whose second axis
+    splits each layer Megatron-style (:mod:`genolm.parallel.tensor_parallel`).
     """
     from ..errors import ConfigError
 
     if backend not in BACKENDS:
         raise ConfigError(f"parallel={backend!r}; expected one of {', '.join(BACKENDS)}")
+    check_mesh(tensor_parallel, backend)  # the device count is checked when the backend starts
     log_with = {"none": None, "all": ["tensorboard", "wandb"]}.get(report_to, [report_to])
     if log_with and "wandb" in log_with:
         if importlib.util.find_spec("wandb") is None:
@@ -141,7 +146,7 @@ def setup(
         if project_dir:
             os.environ.setdefault("WANDB_DIR", project_dir)
     if backend == "xla_fsdp":
-        runtime = XLAFSDPRuntime.start(mixed_precision)
+        runtime = XLAFSDPRuntime.start(mixed_precision, tensor_parallel)
         if runtime.is_main_process and log_with:  # trackers only, on the host's CPU
             keep_accelerate_off_xla()
             from accelerate import Accelerator
@@ -155,8 +160,11 @@ def setup(
 
     mixed_precision = resolve_mixed_precision(mixed_precision, "cuda" if torch.cuda.is_available() else "cpu")
     if backend == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        check_mesh(tensor_parallel, backend, num_devices=1)
         warnings.warn("parallel=fsdp in a single process shards nothing; running as parallel=none", stacklevel=2)
         backend = "none"
+    if backend == "fsdp":
+        return FSDP2Runtime.start(mixed_precision, log_with, project_dir, tensor_parallel=tensor_parallel)
     return RUNTIMES[backend].start(mixed_precision, log_with, project_dir)
 
 

@@ -91,6 +91,17 @@ class Runtime:
         return self.num_processes
 
     @property
+    def data_parallel_index(self) -> int:
+        """This process's share of the data: its index among the processes that read different batches (under
+        tensor parallelism the processes of one model-parallel group read the same ones)."""
+        return self.process_index
+
+    @property
+    def data_parallel_size(self) -> int:
+        """How many processes read different batches (see :attr:`data_parallel_index`)."""
+        return self.num_processes
+
+    @property
     def is_main_process(self) -> bool:
         return self.process_index == 0
 
@@ -109,7 +120,9 @@ class Runtime:
         """Wrap/shard ``model`` for the backend and build its optimizer with ``make_optimizer(model)``.
 
         ``compile``: ``torch.compile`` each transformer layer (:func:`compile_layers`) before any wrapping,
-        so FSDP2 units stay whole (torchtitan's order); backends that compile a graph anyway ignore it."""
+        so FSDP2 units stay whole (torchtitan's order); backends that compile a graph anyway ignore it.
+        Backends that shard parameters also take a model built on the meta device and materialise it in its
+        shards, initialised by the model's ``_init_weights`` (:mod:`genolm.parallel.meta_init`)."""
         raise NotImplementedError
 
     def unwrap(self, model: nn.Module) -> nn.Module:

@@ -1,8 +1,13 @@
 """``xla_fsdp``: torch-xla SPMD with ``SpmdFullyShardedDataParallel`` (FSDPv2).
 
 One process per host drives all of its devices; a mesh over every device of the slice has the axes
-``(FSDP_AXIS, MODEL_AXIS)`` = ``(n_devices, 1)``; parameters are sharded along ``FSDP_AXIS`` (each
-``_no_split_modules`` layer a unit), batches are sharded along the batch dimension. Accelerate does not wrap
+``(FSDP_AXIS, MODEL_AXIS)`` = ``(n_devices / tensor_parallel, tensor_parallel)``; parameters are sharded along
+``FSDP_AXIS`` (each ``_no_split_modules`` layer a unit), batches are sharded along the batch dimension over
+``FSDP_AXIS``. With ``tensor_parallel`` > 1 each layer's projections first get Megatron-style 2-D partition
+specs (:mod:`genolm.parallel.tensor_parallel`); FSDPv2 leaves a parameter that already has a sharding as it
+is and shards the others (norms, ...) over ``FSDP_AXIS``, so the two compose. A model built on the meta
+device is materialised parameter by parameter on the device, sharded, then initialised there
+(:func:`_materialise_sharded`): the full model never exists on the host. Accelerate does not wrap
 models in XLA FSDP (its ``fsdp_config`` is ignored under XLA), which is why genolm shards the model itself.
 
 XLA traces each step into a graph and compiles it once per input shape: batches keep one shape
@@ -22,11 +27,10 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .base import PrefetchedStates, Runtime, _max_norm
+from .base import PrefetchedStates, Runtime, _max_norm, transformer_layers
+from .meta_init import on_meta
 from .state import clean_name, load_named_optimizer_state, named_optimizer_state, single_process_checkpoint
-
-FSDP_AXIS = "fsdp"  # mesh axis parameters and batches are sharded over
-MODEL_AXIS = "model"  # size 1: room for tensor parallelism later
+from .tensor_parallel import FSDP_AXIS, MODEL_AXIS, check_mesh, check_model, xla_partition_spec
 
 
 class XLAFSDPRuntime(Runtime):
@@ -37,13 +41,15 @@ class XLAFSDPRuntime(Runtime):
     shards_parameters = True
     async_checkpoints = False  # the device shards are copied to the host first: save_sharded is synchronous
 
-    def __init__(self, *args: Any, mesh: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, mesh: Any = None, tensor_parallel: int = 1, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.mesh = mesh
+        self.tensor_parallel = tensor_parallel
 
     @classmethod
-    def start(cls, mixed_precision: str) -> XLAFSDPRuntime:
-        """Switch torch-xla to SPMD (before any XLA tensor exists) and build the mesh over every device."""
+    def start(cls, mixed_precision: str, tensor_parallel: int = 1) -> XLAFSDPRuntime:
+        """Switch torch-xla to SPMD (before any XLA tensor exists) and build the mesh over every device:
+        (devices / ``tensor_parallel``, ``tensor_parallel``), neighbouring devices in one model group."""
         import numpy as np
         import torch_xla
         import torch_xla.distributed.spmd as xs
@@ -51,7 +57,9 @@ class XLAFSDPRuntime(Runtime):
 
         xr.use_spmd()  # before any XLA tensor is created
         num_devices = xr.global_runtime_device_count()
-        mesh = xs.Mesh(np.arange(num_devices), (num_devices, 1), (FSDP_AXIS, MODEL_AXIS))
+        check_mesh(tensor_parallel, cls.backend, num_devices)
+        shape = (num_devices // tensor_parallel, tensor_parallel)
+        mesh = xs.Mesh(np.arange(num_devices), shape, (FSDP_AXIS, MODEL_AXIS))
         xs.set_global_mesh(mesh)
         device_type = xr.device_type()
         if device_type == "TPU":
@@ -78,6 +86,7 @@ class XLAFSDPRuntime(Runtime):
             local_devices=xr.addressable_runtime_device_count(),
             device_kind=device_kind,
             mesh=mesh,
+            tensor_parallel=tensor_parallel,
         )
 
     # -- model and optimizer ------------------------------------------------------------------
@@ -88,7 +97,7 @@ class XLAFSDPRuntime(Runtime):
         compile: bool = False,
     ) -> tuple[nn.Module, torch.optim.Optimizer]:
         # ``compile`` is ignored: XLA traces and compiles every step's graph anyway.
-        model = _shard_model(model, self.mesh)
+        model = _shard_model(model, self.mesh, self.tensor_parallel)
         return model, make_optimizer(model)
 
     def unwrap(self, model: nn.Module) -> nn.Module:
@@ -326,7 +335,47 @@ def _shard_output(output: Any, mesh: Any) -> None:
             xs.mark_sharding(tensor, mesh, (FSDP_AXIS,) + (None,) * (tensor.dim() - 1))
 
 
-def _shard_model(model: nn.Module, mesh: Any) -> nn.Module:
+def _materialise_sharded(model: nn.Module, mesh: Any, specs: Mapping[str, tuple]) -> None:
+    """Give a meta-device ``model`` its parameters on the XLA device, each sharded (``specs``, else FSDPv2's
+    spec) before it holds a value, then initialise them there with the model's ``_init_weights``, one
+    transformer layer at a time (a graph each), so no full weight is ever on the host. XLA's random
+    generator is seeded from ``torch.initial_seed()``."""
+    import torch_xla
+    import torch_xla.core.xla_model as xm
+    import torch_xla.distributed.spmd as xs
+    from torch_xla.experimental.spmd_fully_sharded_data_parallel import _prepare_spmd_partition_spec
+
+    device = torch_xla.device()
+    names = {id(p): n for n, p in model.named_parameters()}
+    created: dict[int, nn.Parameter] = {}  # a tied parameter is created once
+    for module in model.modules():
+        for key, param in module._parameters.items():
+            if param is None or not param.is_meta:
+                continue
+            if id(param) not in created:
+                value = nn.Parameter(torch.empty(param.shape, dtype=param.dtype, device=device), param.requires_grad)
+                spec = specs.get(names[id(param)]) or _prepare_spmd_partition_spec(value, shard_maximal=True)
+                xs.mark_sharding(value, mesh, spec)
+                created[id(param)] = value
+            module._parameters[key] = created[id(param)]
+        for key, buffer in module._buffers.items():
+            if buffer is not None and buffer.is_meta:  # small tables (rotary frequencies): replicated
+                module._buffers[key] = torch.empty(buffer.shape, dtype=buffer.dtype, device=device)
+
+    xm.set_rng_state(torch.initial_seed() % 2**63, device)
+    done: set[int] = set()
+    with torch.no_grad():
+        for unit in [*transformer_layers(model), model]:  # each layer, then the embeddings and heads
+            for module in unit.modules():
+                if id(module) not in done:
+                    done.add(id(module))
+                    model._init_weights(module)
+            torch_xla.sync()
+
+
+def _shard_model(model: nn.Module, mesh: Any, tensor_parallel: int = 1) -> nn.Module:
+    import torch_xla
+    import torch_xla.distributed.spmd as xs
     from torch_xla.distributed.fsdp import checkpoint_module
     from torch_xla.distributed.fsdp.wrap import transformer_auto_wrap_policy
     from torch_xla.experimental.spmd_fully_sharded_data_parallel import SpmdFullyShardedDataParallel as FSDPv2
@@ -335,6 +384,18 @@ def _shard_model(model: nn.Module, mesh: Any) -> nn.Module:
     layer_classes = {type(m) for m in model.modules() if type(m).__name__ in layer_names}
     if not layer_classes:
         raise ValueError(f"{type(model).__name__} declares no _no_split_modules layers to shard")
+    specs = {}
+    if tensor_parallel > 1:
+        check_model(model.config, tensor_parallel)
+        specs = {n: xla_partition_spec(n, p.dim()) for n, p in model.named_parameters()}
+        specs = {n: spec for n, spec in specs.items() if spec is not None}
+    if on_meta(model):
+        _materialise_sharded(model, mesh, specs)
+    elif specs:
+        model.to(torch_xla.device())
+        for name, param in model.named_parameters():
+            if name in specs:
+                xs.mark_sharding(param, mesh, specs[name])
     checkpointing = any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
     if checkpointing:
         # transformers' checkpointing calls torch.utils.checkpoint, which XLA cannot use; torch-xla's

@@ -86,6 +86,9 @@ class PretrainConfig:
         "Memory per device (GiB) that the memory plan printed at start must fit in, else the run stops before "
         "building the model (default: the device's memory; on the CPU the host's available memory); 0: no check.",
     )
+    tensor_parallel: int = _f(
+        1, "Devices each layer's matrices are split over (Megatron-style, fsdp and xla_fsdp); 1: none."
+    )
     # --- run ----------------------------------------------------------------------------------
     output_dir: str = _f("runs/pretrain", "Run folder: log.jsonl, checkpoints/, trackers.")
     seed: int = _f(0, "Seed of model initialisation, masking and data order.")
@@ -130,6 +133,7 @@ class PretrainConfig:
             fail(f"sparse_prediction={self.sparse_prediction!r}; expected true, false or auto")
         for name in (
             "batch_size", "gradient_accumulation_steps", "max_steps", "max_tokens", "log_every", "keep_checkpoints",
+            "tensor_parallel",
         ):
             if getattr(self, name) < 1:
                 fail(f"{name} must be >= 1, got {getattr(self, name)}")

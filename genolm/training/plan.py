@@ -510,7 +510,8 @@ def plan_for_runtime(cfg: Any, runtime: Any, checkpoint: str | None = None) -> P
     sparse = runtime.sparse_lm_head if cfg.sparse_prediction == "auto" else bool(cfg.sparse_prediction)
     return plan_pretraining(
         cfg, (kind, runtime.num_devices), model_config=model_config, backend=runtime.backend,
-        bf16=runtime.mixed_precision == "bf16", sparse=sparse, memory_limit=limit,
+        tensor_parallel=getattr(cfg, "tensor_parallel", 1), bf16=runtime.mixed_precision == "bf16", sparse=sparse,
+        memory_limit=limit,
     )
 
 
