@@ -37,6 +37,10 @@ SKIPPED: list[tuple[str, str]] = [
     ("tpu_v4_fsdp.yaml", "needs a TPU"),
     ("gpu_fsdp.yaml", "needs GPUs"),
     ("--multi_gpu", "needs GPUs"),
+    ("torchrun --nproc_per_node 8", "8 processes, one per GPU; tests/test_inference_sharded.py runs the same split with "
+     "2 gloo processes and compares it with one"),
+    ("torchrun --nnodes", "needs several GPU nodes"),
+    ("genolm export", "needs a sharded training checkpoint; tests/test_checkpoint_sharded.py exports one and reloads it"),
     ("genolm data manifest", "downloads NCBI's assembly_summary.txt (network)"),
     ("--sources shards/", "reads the shards the command before it writes; tests/test_workflows.py runs prepare -> "
      "pretrain from shards"),
@@ -71,7 +75,9 @@ EXAMPLE_FILES: dict[str, str] = {
     "agront-genolm": "{tiny}",  # stands for the converted AgroNT folder (conversion needs the Hub weights)
     "OUT_DIR": "{tmp}/out",
 }
-OUTPUT_NAMES = re.compile(r"^[\w./-]+\.(parquet|vcf\.gz|vcf|tsv|png|gff3|bed)$|^[\w-]+/$|^my-checkpoint-esm$")
+OUTPUT_NAMES = re.compile(
+    r"^[\w./-]+\.(parquet|vcf\.gz|vcf|tsv|png|gff3|bed)$|^[\w-]+/$|^my-checkpoint-esm$|^ism/promoters$"
+)
 # Fewer steps for the commands that train (the rest of each command runs as written).
 SHORTER = {
     "recipes/pretrain.py": ["--max_steps", "4", "--eval_every", "2", "--checkpoint_every", "4",
