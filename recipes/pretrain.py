@@ -244,7 +244,9 @@ def pretrain(cfg) -> dict[str, Any]:
 
     # Sharded: every process writes its own shards (torch.distributed.checkpoint), the last checkpoint also
     # carries the consolidated weights; consolidated: the main process gathers and writes everything.
-    sharded_checkpoints = checkpoint_format(cfg.checkpoint_format, rt.shards_parameters, rt.num_processes) == "sharded"
+    sharded_checkpoints = checkpoint_format(
+        cfg.checkpoint_format, rt.shards_parameters, rt.num_processes, rt.sharded_checkpoints_unsupported
+    ) == "sharded"
     if cfg.checkpoint_async and not (sharded_checkpoints and rt.async_checkpoints):
         say(f"checkpoint_async: checkpoints are written synchronously ({'backend ' + rt.backend if sharded_checkpoints else 'consolidated format'})")
     pending: list[ShardedSave] = []  # an asynchronous save still being written

@@ -102,6 +102,11 @@ class Runtime:
         return self.num_processes
 
     @property
+    def sharded_checkpoints_unsupported(self) -> str | None:
+        """Why this runtime cannot write sharded (DCP) checkpoints in its present layout; None when it can."""
+        return None
+
+    @property
     def is_main_process(self) -> bool:
         return self.process_index == 0
 

@@ -46,6 +46,14 @@ class XLAFSDPRuntime(Runtime):
         self.mesh = mesh
         self.tensor_parallel = tensor_parallel
 
+    @property
+    def sharded_checkpoints_unsupported(self) -> str | None:
+        # torch-xla 2.9's SPMDSavePlanner writes no shard of a partially replicated tensor (a norm or bias split
+        # over "fsdp" and replicated over "model"): its checkpoint would miss them.
+        if self.tensor_parallel > 1:
+            return "torch-xla's SPMD save planner drops partially replicated tensors under tensor_parallel > 1"
+        return None
+
     @classmethod
     def start(cls, mixed_precision: str, tensor_parallel: int = 1) -> XLAFSDPRuntime:
         """Switch torch-xla to SPMD (before any XLA tensor exists) and build the mesh over every device:

@@ -185,13 +185,22 @@ def _seal(tmp: Path, final: Path, step: int, keep_last: int | None, hashes: Mapp
         prune_checkpoints(checkpoints_dir, keep_last)
 
 
-def checkpoint_format(requested: str, shards_parameters: bool, num_processes: int) -> str:
+def checkpoint_format(
+    requested: str, shards_parameters: bool, num_processes: int, unsupported: str | None = None
+) -> str:
     """``sharded`` or ``consolidated``: ``requested`` unless ``auto``, which is sharded when the parameters
-    are sharded or more than one process trains, consolidated otherwise (one process, whole model)."""
+    are sharded or more than one process trains, consolidated otherwise (one process, whole model).
+
+    ``unsupported``: why the runtime cannot write sharded checkpoints in its present layout (None: it can);
+    ``auto`` then gives consolidated, and ``sharded`` is refused with that reason."""
     if requested not in FORMATS:
         raise ConfigError(f"checkpoint_format={requested!r}; expected one of {', '.join(FORMATS)}")
+    if requested == "sharded" and unsupported:
+        raise ConfigError(f"checkpoint_format=sharded: {unsupported}; use checkpoint_format=consolidated (or auto)")
     if requested != "auto":
         return requested
+    if unsupported:
+        return "consolidated"
     return "sharded" if shards_parameters or num_processes > 1 else "consolidated"
 
 
